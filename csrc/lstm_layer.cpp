@@ -1,0 +1,256 @@
+#include "lstm_layer.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/ops/add.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/sum.h>
+
+#include <vector>
+
+#include "lstm_checks.h"
+
+namespace lstm_ext {
+namespace {
+
+// Where one step's rows live and where their previous state comes from.
+struct StepPlan {
+  int64_t offset;          // first row of this step in the packed (N, .) buffers
+  int64_t rows;            // batch_sizes[t]
+  int64_t carried_rows;    // rows [0, carried_rows) continue from the step processed before ...
+  int64_t carried_offset;  // ... whose rows start here; the other rows start from h0/c0
+  int64_t finished_from;   // rows [finished_from, rows) end their sequence at this step
+};
+
+// Steps in the order the forward pass processes them: t = 0..T-1, or T-1..0 when reversed.
+// With non-increasing batch sizes, the forward direction carries all rows of a step from the
+// step before, and the reverse direction starts the extra rows of a longer step from h0/c0.
+std::vector<StepPlan> plan_steps(const std::vector<int64_t>& batch_sizes, bool reverse) {
+  const int64_t steps = static_cast<int64_t>(batch_sizes.size());
+  std::vector<int64_t> offsets(steps + 1, 0);
+  for (int64_t t = 0; t < steps; ++t) offsets[t + 1] = offsets[t] + batch_sizes[t];
+
+  std::vector<StepPlan> plan;
+  plan.reserve(steps);
+  for (int64_t k = 0; k < steps; ++k) {
+    const int64_t t = reverse ? steps - 1 - k : k;
+    const int64_t previous_t = reverse ? t + 1 : t - 1;
+    const int64_t next_t = reverse ? t - 1 : t + 1;
+    const bool has_previous = previous_t >= 0 && previous_t < steps;
+    const bool has_next = next_t >= 0 && next_t < steps;
+    StepPlan step;
+    step.offset = offsets[t];
+    step.rows = batch_sizes[t];
+    step.carried_rows = has_previous ? std::min(batch_sizes[t], batch_sizes[previous_t]) : 0;
+    step.carried_offset = has_previous ? offsets[previous_t] : 0;
+    step.finished_from = has_next ? std::min(batch_sizes[t], batch_sizes[next_t]) : 0;
+    plan.push_back(step);
+  }
+  return plan;
+}
+
+template <typename scalar_t>
+struct KernelsFor;
+#define LSTM_EXT_KERNELS_FOR(scalar_type, suffix)                                            \
+  template <>                                                                                \
+  struct KernelsFor<scalar_type> {                                                           \
+    static void (*forward(const StepKernels& kernels))(const ForwardStepParams<scalar_type>&) { \
+      return kernels.forward_##suffix;                                                       \
+    }                                                                                        \
+    static void (*backward(const StepKernels& kernels))(                                     \
+        const BackwardStepParams<scalar_type>&) {                                            \
+      return kernels.backward_##suffix;                                                      \
+    }                                                                                        \
+  };
+LSTM_EXT_KERNELS_FOR(float, float)
+LSTM_EXT_KERNELS_FOR(double, double)
+LSTM_EXT_KERNELS_FOR(c10::Half, half)
+LSTM_EXT_KERNELS_FOR(c10::BFloat16, bfloat16)
+#undef LSTM_EXT_KERNELS_FOR
+
+at::Tensor empty_saved(const at::Tensor& like) { return at::empty({0}, like.options()); }
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0,
+                   const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                   const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
+                   const std::optional<at::Tensor>& w_hr, bool reverse, bool save_for_backward,
+                   const StepKernels& kernels) {
+  const LayerSizes sizes = check_forward_args("lstm_ext.lstm_layer_forward", input, batch_sizes,
+                                              h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr);
+  const int64_t N = sizes.rows;
+  const int64_t B = sizes.batch;
+  const int64_t H = sizes.hidden_size;
+  const int64_t R = sizes.recurrent_size;
+  const auto options = input.options();
+  const at::Tensor initial_hidden = h0.contiguous();
+  const at::Tensor initial_cell = c0.contiguous();
+  const at::Tensor w_hh_t = w_hh.t();
+
+  // Input projection of every step in one GEMM, with both biases folded into its initial value.
+  at::Tensor gates = at::empty({N, 4 * H}, options);
+  if (b_ih.has_value() || b_hh.has_value()) {
+    const at::Tensor bias = b_ih.has_value() && b_hh.has_value() ? at::add(*b_ih, *b_hh)
+                            : b_ih.has_value()                     ? *b_ih
+                                                                   : *b_hh;
+    at::addmm_out(gates, bias, input, w_ih.t());
+  } else {
+    at::mm_out(gates, input, w_ih.t());
+  }
+
+  at::Tensor output = at::empty({N, R}, options);
+  at::Tensor cells = at::empty({N, H}, options);
+  at::Tensor hidden = sizes.has_projection ? at::empty({N, H}, options) : output;
+  at::Tensor h_n = sizes.steps == 0 ? initial_hidden.clone() : at::empty({B, R}, options);
+  at::Tensor c_n = sizes.steps == 0 ? initial_cell.clone() : at::empty({B, H}, options);
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
+                                  "lstm_layer_forward", [&] {
+    const auto step_kernel = KernelsFor<scalar_t>::forward(kernels);
+    TORCH_CHECK(step_kernel != nullptr, "lstm_ext.lstm_layer_forward: no ", input.scalar_type(),
+                " kernel for ", input.device().type());
+    for (const StepPlan& step : plan_steps(sizes.batch_sizes, reverse)) {
+      if (step.rows == 0) continue;
+      at::Tensor step_gates = gates.narrow(0, step.offset, step.rows);
+      if (step.carried_rows > 0) {
+        step_gates.narrow(0, 0, step.carried_rows)
+            .addmm_(output.narrow(0, step.carried_offset, step.carried_rows), w_hh_t);
+      }
+      const int64_t starting_rows = step.rows - step.carried_rows;
+      if (starting_rows > 0) {
+        step_gates.narrow(0, step.carried_rows, starting_rows)
+            .addmm_(initial_hidden.narrow(0, step.carried_rows, starting_rows), w_hh_t);
+      }
+
+      ForwardStepParams<scalar_t> params;
+      params.gates = step_gates.data_ptr<scalar_t>();
+      params.prev_cell = cells.const_data_ptr<scalar_t>() + step.carried_offset * H;
+      params.initial_cell = initial_cell.const_data_ptr<scalar_t>();
+      params.cell = cells.data_ptr<scalar_t>() + step.offset * H;
+      params.hidden = hidden.data_ptr<scalar_t>() + step.offset * H;
+      params.rows = step.rows;
+      params.hidden_size = H;
+      params.hidden_stride = H;
+      params.carried_rows = step.carried_rows;
+      step_kernel(params);
+
+      if (sizes.has_projection) {
+        at::Tensor step_output = output.narrow(0, step.offset, step.rows);
+        at::mm_out(step_output, hidden.narrow(0, step.offset, step.rows), w_hr->t());
+      }
+      const int64_t finished_rows = step.rows - step.finished_from;
+      if (finished_rows > 0) {
+        h_n.narrow(0, step.finished_from, finished_rows)
+            .copy_(output.narrow(0, step.offset + step.finished_from, finished_rows));
+        c_n.narrow(0, step.finished_from, finished_rows)
+            .copy_(cells.narrow(0, step.offset + step.finished_from, finished_rows));
+      }
+    }
+  });
+
+  if (!save_for_backward) {
+    return {output, h_n, c_n, empty_saved(input), empty_saved(input), empty_saved(input)};
+  }
+  return {output, h_n, c_n, gates, cells,
+          sizes.has_projection ? hidden : empty_saved(input)};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
+                    const at::Tensor& grad_c_n, const at::Tensor& input,
+                    const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& c0,
+                    const at::Tensor& w_ih, const at::Tensor& w_hh,
+                    const std::optional<at::Tensor>& w_hr, const at::Tensor& output,
+                    const at::Tensor& gates, const at::Tensor& cells, const at::Tensor& hidden,
+                    bool reverse, const StepKernels& kernels) {
+  const char* op = "lstm_ext.lstm_layer_backward";
+  const LayerSizes sizes = check_forward_args(op, input, batch_sizes, h0, c0, w_ih, w_hh,
+                                              std::nullopt, std::nullopt, w_hr);
+  check_backward_args(op, sizes, input, grad_output, grad_h_n, grad_c_n, output, gates, cells,
+                      hidden);
+  const int64_t N = sizes.rows;
+  const int64_t B = sizes.batch;
+  const int64_t H = sizes.hidden_size;
+  const int64_t R = sizes.recurrent_size;
+  const auto options = input.options();
+  const at::Tensor grad_output_rows = grad_output.contiguous();
+  const at::Tensor saved_gates = gates.contiguous();
+  const at::Tensor saved_cells = cells.contiguous();
+  const at::Tensor initial_hidden = h0.contiguous();
+  const at::Tensor initial_cell = c0.contiguous();
+
+  // Gradients flowing back into each row's previous state: start as those of the final states
+  // and end as those of the initial states (see plan_steps: a row's first processed step in
+  // reverse order is its last step, which no later step has touched).
+  at::Tensor grad_hidden_state = grad_h_n.contiguous().clone();  // (B, R)
+  at::Tensor grad_cell_state = grad_c_n.contiguous().clone();    // (B, H)
+  at::Tensor grad_gates = at::empty({N, 4 * H}, options);
+  at::Tensor previous_hidden = at::empty({N, R}, options);  // h_{t-1} of every row, for dW_hh
+  at::Tensor grad_projected = sizes.has_projection ? at::empty({N, R}, options) : at::Tensor();
+  at::Tensor grad_hidden_step = sizes.has_projection ? at::empty({B, H}, options) : at::Tensor();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
+                                  "lstm_layer_backward", [&] {
+    const auto step_kernel = KernelsFor<scalar_t>::backward(kernels);
+    TORCH_CHECK(step_kernel != nullptr, op, ": no ", input.scalar_type(), " kernel for ",
+                input.device().type());
+    const std::vector<StepPlan> plan = plan_steps(sizes.batch_sizes, reverse);
+    for (auto step = plan.rbegin(); step != plan.rend(); ++step) {
+      if (step->rows == 0) continue;
+      BackwardStepParams<scalar_t> params;
+      if (sizes.has_projection) {
+        at::Tensor grad_projected_step = grad_projected.narrow(0, step->offset, step->rows);
+        at::add_out(grad_projected_step, grad_output_rows.narrow(0, step->offset, step->rows),
+                    grad_hidden_state.narrow(0, 0, step->rows));
+        at::Tensor grad_hidden_rows = grad_hidden_step.narrow(0, 0, step->rows);
+        at::mm_out(grad_hidden_rows, grad_projected_step, *w_hr);
+        params.grad_hidden = grad_hidden_step.const_data_ptr<scalar_t>();
+        params.grad_hidden_stride = H;
+        params.grad_hidden_recurrent = nullptr;
+      } else {
+        params.grad_hidden = grad_output_rows.const_data_ptr<scalar_t>() + step->offset * R;
+        params.grad_hidden_stride = R;
+        params.grad_hidden_recurrent = grad_hidden_state.const_data_ptr<scalar_t>();
+      }
+      params.gates = saved_gates.const_data_ptr<scalar_t>() + step->offset * 4 * H;
+      params.cell = saved_cells.const_data_ptr<scalar_t>() + step->offset * H;
+      params.prev_cell = saved_cells.const_data_ptr<scalar_t>() + step->carried_offset * H;
+      params.initial_cell = initial_cell.const_data_ptr<scalar_t>();
+      params.grad_cell = grad_cell_state.data_ptr<scalar_t>();
+      params.grad_gates = grad_gates.data_ptr<scalar_t>() + step->offset * 4 * H;
+      params.rows = step->rows;
+      params.hidden_size = H;
+      params.carried_rows = step->carried_rows;
+      step_kernel(params);
+
+      at::Tensor grad_hidden_state_rows = grad_hidden_state.narrow(0, 0, step->rows);
+      at::mm_out(grad_hidden_state_rows, grad_gates.narrow(0, step->offset, step->rows), w_hh);
+      at::Tensor step_previous_hidden = previous_hidden.narrow(0, step->offset, step->rows);
+      if (step->carried_rows > 0) {
+        step_previous_hidden.narrow(0, 0, step->carried_rows)
+            .copy_(output.narrow(0, step->carried_offset, step->carried_rows));
+      }
+      const int64_t starting_rows = step->rows - step->carried_rows;
+      if (starting_rows > 0) {
+        step_previous_hidden.narrow(0, step->carried_rows, starting_rows)
+            .copy_(initial_hidden.narrow(0, step->carried_rows, starting_rows));
+      }
+    }
+  });
+
+  // Weight, bias and input gradients: one GEMM or reduction each over all N rows.
+  const at::Tensor grad_gates_t = grad_gates.t();
+  at::Tensor grad_input = at::mm(grad_gates, w_ih);
+  at::Tensor grad_w_ih = at::mm(grad_gates_t, input);
+  at::Tensor grad_w_hh = at::mm(grad_gates_t, previous_hidden);
+  at::Tensor grad_bias = grad_gates.sum(0);
+  at::Tensor grad_w_hr = sizes.has_projection ? at::mm(grad_projected.t(), hidden)
+                                              : empty_saved(input);
+  return {grad_input, grad_hidden_state, grad_cell_state, grad_w_ih, grad_w_hh, grad_bias,
+          grad_w_hr};
+}
+
+}  // namespace lstm_ext

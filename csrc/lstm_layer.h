@@ -1,0 +1,71 @@
+// The LSTM layer driver: the GEMMs and the step loop, shared by the CPU and CUDA operators.
+//
+// Sequences are in PyTorch's packed, time-major layout: the rows of step t are the first
+// batch_sizes[t] sequences (batch_sizes non-increasing), stored one step after another. A padded
+// (T, B) batch is the special case batch_sizes = [B] * T. Notation: N = sum(batch_sizes) rows,
+// B = batch_sizes[0], I = input size, H = hidden size, R = P (projection size) when w_hr is given,
+// else H.
+//
+// The device-specific part is only the fused pointwise pass of a step, which the caller supplies
+// as `StepKernels` (the CPU loop in lstm_cpu.cpp, the CUDA kernels in cuda/).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <c10/util/Optional.h>
+
+#include <tuple>
+
+#include "lstm_math.h"
+
+namespace lstm_ext {
+
+// One fused pointwise pass of a step, per storage type.
+struct StepKernels {
+  void (*forward_float)(const ForwardStepParams<float>&);
+  void (*forward_double)(const ForwardStepParams<double>&);
+  void (*forward_half)(const ForwardStepParams<c10::Half>&);
+  void (*forward_bfloat16)(const ForwardStepParams<c10::BFloat16>&);
+  void (*backward_float)(const BackwardStepParams<float>&);
+  void (*backward_double)(const BackwardStepParams<double>&);
+  void (*backward_half)(const BackwardStepParams<c10::Half>&);
+  void (*backward_bfloat16)(const BackwardStepParams<c10::BFloat16>&);
+};
+
+// Returns (output (N, R), h_n (B, R), c_n (B, H), gates (N, 4H), cells (N, H), hidden (N, H)).
+// gates, cells and hidden (the pre-projection h, only with w_hr) are what backward needs; they
+// are empty (0,) tensors unless save_for_backward.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+lstm_layer_forward(const at::Tensor& input,        // (N, I)
+                   const at::Tensor& batch_sizes,  // (T,) int64 on the CPU
+                   const at::Tensor& h0,           // (B, R)
+                   const at::Tensor& c0,           // (B, H)
+                   const at::Tensor& w_ih,         // (4H, I)
+                   const at::Tensor& w_hh,         // (4H, R)
+                   const std::optional<at::Tensor>& b_ih,  // (4H)
+                   const std::optional<at::Tensor>& b_hh,  // (4H)
+                   const std::optional<at::Tensor>& w_hr,  // (P, H)
+                   bool reverse, bool save_for_backward, const StepKernels& kernels);
+
+// Returns (grad_input (N, I), grad_h0 (B, R), grad_c0 (B, H), grad_w_ih (4H, I),
+// grad_w_hh (4H, R), grad_bias (4H), grad_w_hr (P, H) or empty (0,)). grad_bias is the gradient
+// of b_ih and of b_hh alike.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+lstm_layer_backward(const at::Tensor& grad_output,  // (N, R)
+                    const at::Tensor& grad_h_n,     // (B, R)
+                    const at::Tensor& grad_c_n,     // (B, H)
+                    const at::Tensor& input,        // (N, I)
+                    const at::Tensor& batch_sizes,  // (T,)
+                    const at::Tensor& h0,           // (B, R)
+                    const at::Tensor& c0,           // (B, H)
+                    const at::Tensor& w_ih,         // (4H, I)
+                    const at::Tensor& w_hh,         // (4H, R)
+                    const std::optional<at::Tensor>& w_hr,  // (P, H)
+                    const at::Tensor& output,       // (N, R) forward's output
+                    const at::Tensor& gates,        // (N, 4H) forward's saved activations
+                    const at::Tensor& cells,        // (N, H)
+                    const at::Tensor& hidden,       // (N, H) with w_hr, else empty
+                    bool reverse, const StepKernels& kernels);
+
+}  // namespace lstm_ext

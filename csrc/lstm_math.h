@@ -1,0 +1,200 @@
+// The per-element math of an LSTM step, written once for the CPU loops and the CUDA kernels.
+//
+// Nothing here knows about torch tensors: the step kernels receive plain parameter structs
+// (pointers and sizes) and call `lstm_forward_element` / `lstm_backward_element` for one
+// (row, column) of the step. The CPU path runs them in a loop over rows and columns, the CUDA
+// path in one thread per element, so the CPU tests exercise the same math and indexing as the GPU.
+//
+// Layout of one step (rows = the sequences still active at that step, H = hidden size):
+//   gates          (rows, 4H)  gate blocks in PyTorch's order i, f, g, o
+//   cell, hidden   (rows, H)
+// Rows [0, carried_rows) take their previous cell state from the step processed before
+// (`prev_cell`); rows [carried_rows, rows) start a sequence here and take it from the initial
+// state (`initial_cell`, indexed by the same row). Only the reverse direction of a packed batch
+// has such rows after its first step.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__)
+#define LSTM_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define LSTM_HOST_DEVICE inline __attribute__((always_inline))
+#endif
+
+namespace lstm_ext {
+
+// exp primitive. On the device the CUDA library's expf/exp; on the host a branch-free
+// polynomial (max error about 2 ulp over the float range) that compilers vectorise, unlike
+// libm's expf. float is the activation type of every storage type except double.
+LSTM_HOST_DEVICE float exp_primitive(float x) {
+#if defined(__CUDA_ARCH__)
+  return expf(x);
+#else
+  // exp(x) = 2^n * exp(r), n = round(x / ln2), |r| <= ln2 / 2 (Cephes expf coefficients).
+  x = x < -87.3365f ? -87.3365f : (x > 88.7228f ? 88.7228f : x);
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  // 2^n built from its exponent bits; n is in [-126, 128], so split it to stay representable.
+  const int32_t n_int = static_cast<int32_t>(n);
+  const int32_t half_n = n_int / 2;
+  const int32_t bits_a = (half_n + 127) << 23;
+  const int32_t bits_b = (n_int - half_n + 127) << 23;
+  float scale_a;
+  float scale_b;
+  std::memcpy(&scale_a, &bits_a, sizeof(float));
+  std::memcpy(&scale_b, &bits_b, sizeof(float));
+  return p * scale_a * scale_b;
+#endif
+}
+
+LSTM_HOST_DEVICE double exp_primitive(double x) { return exp(x); }
+
+template <typename acc_t>
+LSTM_HOST_DEVICE acc_t sigmoid(acc_t x) {
+  return acc_t(1) / (acc_t(1) + exp_primitive(-x));
+}
+
+// tanh(x) = 1 - 2 / (exp(2x) + 1): one exp, exact limits at +-inf, absolute error ~1 ulp of 1.
+template <typename acc_t>
+LSTM_HOST_DEVICE acc_t tanh_activation(acc_t x) {
+  return acc_t(1) - acc_t(2) / (exp_primitive(acc_t(2) * x) + acc_t(1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cell: values in, values out (acc_t is the activation type, float for half types).
+template <typename acc_t>
+struct CellForward {
+  acc_t input_gate, forget_gate, cell_gate, output_gate;  // activations i, f, g, o
+  acc_t cell;    // c_t = f * c_{t-1} + i * g
+  acc_t hidden;  // h_t = o * tanh(c_t)
+};
+
+template <typename acc_t>
+LSTM_HOST_DEVICE CellForward<acc_t> lstm_cell_forward(acc_t pre_input, acc_t pre_forget,
+                                                      acc_t pre_cell, acc_t pre_output,
+                                                      acc_t prev_cell) {
+  CellForward<acc_t> out;
+  out.input_gate = sigmoid(pre_input);
+  out.forget_gate = sigmoid(pre_forget);
+  out.cell_gate = tanh_activation(pre_cell);
+  out.output_gate = sigmoid(pre_output);
+  out.cell = out.forget_gate * prev_cell + out.input_gate * out.cell_gate;
+  out.hidden = out.output_gate * tanh_activation(out.cell);
+  return out;
+}
+
+template <typename acc_t>
+struct CellBackward {
+  acc_t grad_pre_input, grad_pre_forget, grad_pre_cell, grad_pre_output;  // dL/d(pre-activations)
+  acc_t grad_prev_cell;                                                   // dL/dc_{t-1}
+};
+
+// grad_hidden = dL/dh_t, grad_cell = dL/dc_t from the later steps (not through h_t).
+template <typename acc_t>
+LSTM_HOST_DEVICE CellBackward<acc_t> lstm_cell_backward(acc_t input_gate, acc_t forget_gate,
+                                                        acc_t cell_gate, acc_t output_gate,
+                                                        acc_t prev_cell, acc_t cell,
+                                                        acc_t grad_hidden, acc_t grad_cell) {
+  const acc_t tanh_cell = tanh_activation(cell);
+  const acc_t total_grad_cell =
+      grad_cell + grad_hidden * output_gate * (acc_t(1) - tanh_cell * tanh_cell);
+  CellBackward<acc_t> out;
+  out.grad_pre_input = total_grad_cell * cell_gate * input_gate * (acc_t(1) - input_gate);
+  out.grad_pre_forget = total_grad_cell * prev_cell * forget_gate * (acc_t(1) - forget_gate);
+  out.grad_pre_cell = total_grad_cell * input_gate * (acc_t(1) - cell_gate * cell_gate);
+  out.grad_pre_output = grad_hidden * tanh_cell * output_gate * (acc_t(1) - output_gate);
+  out.grad_prev_cell = total_grad_cell * forget_gate;
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward step: parameters and the indexing of one (row, col).
+template <typename scalar_t>
+struct ForwardStepParams {
+  scalar_t* gates;                // (rows, 4H) in: pre-activations; out: activations i, f, g, o
+  const scalar_t* prev_cell;      // (carried_rows, H) c_{t-1} of the carried rows
+  const scalar_t* initial_cell;   // (>= rows, H) c0, read for rows >= carried_rows
+  scalar_t* cell;                 // (rows, H) out: c_t
+  scalar_t* hidden;               // (rows, hidden_stride) out: h_t = o * tanh(c_t)
+  int64_t rows;
+  int64_t hidden_size;            // H
+  int64_t hidden_stride;          // row stride of `hidden` (H; larger when it is a view)
+  int64_t carried_rows;
+};
+
+template <typename scalar_t>
+LSTM_HOST_DEVICE const scalar_t* prev_cell_row(const scalar_t* prev_cell,
+                                               const scalar_t* initial_cell, int64_t carried_rows,
+                                               int64_t row, int64_t H) {
+  return (row < carried_rows ? prev_cell : initial_cell) + row * H;
+}
+
+template <typename scalar_t, typename acc_t>
+LSTM_HOST_DEVICE void lstm_forward_element(const ForwardStepParams<scalar_t>& p, int64_t row,
+                                           int64_t col) {
+  const int64_t H = p.hidden_size;
+  scalar_t* gate_row = p.gates + row * 4 * H;
+  const CellForward<acc_t> out = lstm_cell_forward<acc_t>(
+      static_cast<acc_t>(gate_row[col]), static_cast<acc_t>(gate_row[H + col]),
+      static_cast<acc_t>(gate_row[2 * H + col]), static_cast<acc_t>(gate_row[3 * H + col]),
+      static_cast<acc_t>(prev_cell_row(p.prev_cell, p.initial_cell, p.carried_rows, row, H)[col]));
+  gate_row[col] = static_cast<scalar_t>(out.input_gate);
+  gate_row[H + col] = static_cast<scalar_t>(out.forget_gate);
+  gate_row[2 * H + col] = static_cast<scalar_t>(out.cell_gate);
+  gate_row[3 * H + col] = static_cast<scalar_t>(out.output_gate);
+  p.cell[row * H + col] = static_cast<scalar_t>(out.cell);
+  p.hidden[row * p.hidden_stride + col] = static_cast<scalar_t>(out.hidden);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward step: parameters and the indexing of one (row, col).
+template <typename scalar_t>
+struct BackwardStepParams {
+  const scalar_t* gates;          // (rows, 4H) saved activations i, f, g, o
+  const scalar_t* cell;           // (rows, H) saved c_t
+  const scalar_t* prev_cell;      // (carried_rows, H) saved c_{t-1} of the carried rows
+  const scalar_t* initial_cell;   // (>= rows, H) c0, read for rows >= carried_rows
+  const scalar_t* grad_hidden;    // (rows, grad_hidden_stride) dL/dh_t
+  const scalar_t* grad_hidden_recurrent;  // (rows, H) second addend of dL/dh_t, or nullptr
+  scalar_t* grad_cell;            // (rows, H) in: dL/dc_t from later steps; out: dL/dc_{t-1}
+  scalar_t* grad_gates;           // (rows, 4H) out: dL/d(pre-activations)
+  int64_t rows;
+  int64_t hidden_size;
+  int64_t grad_hidden_stride;
+  int64_t carried_rows;
+};
+
+template <typename scalar_t, typename acc_t>
+LSTM_HOST_DEVICE void lstm_backward_element(const BackwardStepParams<scalar_t>& p, int64_t row,
+                                            int64_t col) {
+  const int64_t H = p.hidden_size;
+  const scalar_t* gate_row = p.gates + row * 4 * H;
+  acc_t grad_hidden = static_cast<acc_t>(p.grad_hidden[row * p.grad_hidden_stride + col]);
+  if (p.grad_hidden_recurrent != nullptr) {
+    grad_hidden += static_cast<acc_t>(p.grad_hidden_recurrent[row * H + col]);
+  }
+  const CellBackward<acc_t> out = lstm_cell_backward<acc_t>(
+      static_cast<acc_t>(gate_row[col]), static_cast<acc_t>(gate_row[H + col]),
+      static_cast<acc_t>(gate_row[2 * H + col]), static_cast<acc_t>(gate_row[3 * H + col]),
+      static_cast<acc_t>(prev_cell_row(p.prev_cell, p.initial_cell, p.carried_rows, row, H)[col]),
+      static_cast<acc_t>(p.cell[row * H + col]), grad_hidden,
+      static_cast<acc_t>(p.grad_cell[row * H + col]));
+  scalar_t* grad_gate_row = p.grad_gates + row * 4 * H;
+  grad_gate_row[col] = static_cast<scalar_t>(out.grad_pre_input);
+  grad_gate_row[H + col] = static_cast<scalar_t>(out.grad_pre_forget);
+  grad_gate_row[2 * H + col] = static_cast<scalar_t>(out.grad_pre_cell);
+  grad_gate_row[3 * H + col] = static_cast<scalar_t>(out.grad_pre_output);
+  p.grad_cell[row * H + col] = static_cast<scalar_t>(out.grad_prev_cell);
+}
+
+}  // namespace lstm_ext

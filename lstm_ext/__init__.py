@@ -1,0 +1,8 @@
+"""lstm_ext: fused CPU and CUDA LSTM layers for PyTorch, numerically those of torch.nn.LSTM."""
+
+from lstm_ext import reference
+from lstm_ext.functional import forward
+from lstm_ext.ops import cuda_available, lstm_layer
+
+__all__ = ["forward", "lstm_layer", "cuda_available", "reference"]
+__version__ = "0.1.0"

@@ -1,0 +1,102 @@
+"""The compiled operators torch.ops.lstm_ext.*: their fake (meta) implementations for
+torch.compile, their autograd wiring, and `lstm_layer`, the differentiable layer on the packed
+time-major layout that the public API is built on.
+
+Layout (see csrc/lstm_layer.h): the rows of step t are the first batch_sizes[t] sequences, stored
+one step after another; N = sum(batch_sizes) rows, B = batch_sizes[0].
+"""
+
+import torch
+
+try:
+    from lstm_ext import _C  # noqa: F401  (loading it registers torch.ops.lstm_ext)
+except ImportError as error:
+    raise ImportError(
+        f"lstm_ext's compiled extension lstm_ext._C could not be loaded ({error}). Build it "
+        "against the installed torch from the source tree: `pip install --no-build-isolation "
+        "-e .` (or `python setup.py build_ext --inplace`); see the README."
+    ) from error
+
+
+def cuda_available() -> bool:
+    """Whether the CUDA kernels were built into this installation (a GPU may still be absent)."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key("lstm_ext::lstm_layer_forward", "CUDA")
+
+
+@torch.library.register_fake("lstm_ext::lstm_layer_forward")
+def _lstm_layer_forward_fake(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
+                             save_for_backward):
+    rows = input.shape[0]
+    hidden_size = w_ih.shape[0] // 4
+    recurrent_size = w_hr.shape[0] if w_hr is not None else hidden_size
+    empty = input.new_empty((0,))
+    output = input.new_empty((rows, recurrent_size))
+    h_n = input.new_empty(h0.shape)
+    c_n = input.new_empty(c0.shape)
+    if not save_for_backward:
+        return output, h_n, c_n, empty, input.new_empty((0,)), input.new_empty((0,))
+    gates = input.new_empty((rows, 4 * hidden_size))
+    cells = input.new_empty((rows, hidden_size))
+    hidden = input.new_empty((rows, hidden_size)) if w_hr is not None else empty
+    return output, h_n, c_n, gates, cells, hidden
+
+
+@torch.library.register_fake("lstm_ext::lstm_layer_backward")
+def _lstm_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, c0, w_ih,
+                              w_hh, w_hr, output, gates, cells, hidden, reverse):
+    grad_w_hr = torch.empty_like(w_hr) if w_hr is not None else input.new_empty((0,))
+    return (torch.empty_like(input), torch.empty_like(h0), torch.empty_like(c0),
+            torch.empty_like(w_ih), torch.empty_like(w_hh), w_ih.new_empty((w_ih.shape[0],)),
+            grad_w_hr)
+
+
+def _setup_context(ctx, inputs, output):
+    input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_for_backward = inputs
+    layer_output, _, _, gates, cells, hidden = output
+    ctx.save_for_backward(input, batch_sizes, h0, c0, w_ih, w_hh, w_hr, layer_output, gates,
+                          cells, hidden)
+    ctx.reverse = reverse
+    ctx.saved_activations = save_for_backward
+    ctx.has_bias = (b_ih is not None, b_hh is not None)
+
+
+def _backward(ctx, grad_output, grad_h_n, grad_c_n, *_grads_of_saved_activations):
+    if not ctx.saved_activations:
+        raise RuntimeError(
+            "lstm_ext.lstm_layer_forward was called with save_for_backward=False and cannot be "
+            "differentiated; call it with save_for_backward=True (lstm_ext.ops.lstm_layer does)")
+    (input, batch_sizes, h0, c0, w_ih, w_hh, w_hr, output, gates, cells,
+     hidden) = ctx.saved_tensors
+    grad_output = torch.zeros_like(output) if grad_output is None else grad_output
+    grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
+    grad_c_n = torch.zeros_like(c0) if grad_c_n is None else grad_c_n
+    (grad_input, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias,
+     grad_w_hr) = torch.ops.lstm_ext.lstm_layer_backward(
+        grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, c0, w_ih, w_hh, w_hr, output,
+        gates, cells, hidden, ctx.reverse)
+    has_b_ih, has_b_hh = ctx.has_bias
+    return (grad_input, None, grad_h0, grad_c0, grad_w_ih, grad_w_hh,
+            grad_bias if has_b_ih else None, grad_bias.clone() if has_b_hh else None,
+            grad_w_hr if w_hr is not None else None, None, None)
+
+
+torch.library.register_autograd("lstm_ext::lstm_layer_forward", _backward,
+                                setup_context=_setup_context)
+
+
+def lstm_layer(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None,
+               reverse=False):
+    """One LSTM layer in one direction over packed time-major rows; differentiable.
+
+    input (N, I); batch_sizes (T,) int64 on the CPU, non-increasing, batch_sizes[0] = B;
+    h0 (B, R); c0 (B, H); w_ih (4H, I); w_hh (4H, R); b_ih, b_hh (4H) or None; w_hr (P, H) or
+    None (then R = H). reverse walks the steps from the last to the first (the backward
+    direction of a bidirectional layer). Returns (output (N, R), h_n (B, R), c_n (B, H)).
+    Activations are kept for backward only when a gradient can flow.
+    """
+    tensors = (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
+    save_for_backward = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in tensors)
+    output, h_n, c_n, *_ = torch.ops.lstm_ext.lstm_layer_forward(
+        input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_for_backward)
+    return output, h_n, c_n
