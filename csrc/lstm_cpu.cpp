@@ -12,87 +12,60 @@ namespace {
 // costs a few nanoseconds, so smaller passes do not repay waking the other threads.
 constexpr int64_t kParallelGrain = 16384;
 
-// Calls body(row, col_begin, col_end) for the rows and columns of the flat element range
-// [begin, end) of a (rows, H) step, so that the innermost loop runs over contiguous columns.
-template <typename Body>
-inline void for_each_row_span(int64_t begin, int64_t end, int64_t H, const Body& body) {
-  int64_t row = begin / H;
-  int64_t col = begin % H;
-  while (begin < end) {
-    const int64_t col_end = std::min(H, col + (end - begin));
-    body(row, col, col_end);
-    begin += col_end - col;
-    ++row;
-    col = 0;
-  }
-}
-
 // The row loops are compiled for several instruction sets and picked at load time, so that the
 // polynomial exp of lstm_math.h runs in the widest vectors the machine has.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define LSTM_EXT_CPU_TARGETS __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define LSTM_EXT_CPU_TARGETS \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define LSTM_EXT_CPU_TARGETS
 #endif
 
-template <typename scalar_t>
-inline void forward_elements(const ForwardStepParams<scalar_t>& params, int64_t begin,
-                             int64_t end) {
-  using acc_t = at::opmath_type<scalar_t>;
-  for_each_row_span(begin, end, params.hidden_size,
-                    [&](int64_t row, int64_t col_begin, int64_t col_end) {
-#pragma omp simd
-    for (int64_t col = col_begin; col < col_end; ++col) {
-      lstm_forward_element<scalar_t, acc_t>(params, row, col);
-    }
-  });
-}
+// Runs element(row, col) over the flat element range [begin, end) of a (rows, H) step, row by
+// row, so that the innermost loop runs over contiguous columns and vectorises.
+#define LSTM_EXT_ELEMENT_LOOP(element)                                     \
+  const int64_t H = params.hidden_size;                                    \
+  for (int64_t row = begin / H; row * H < end; ++row) {                    \
+    const int64_t col_begin = std::max<int64_t>(begin - row * H, 0);       \
+    const int64_t col_end = std::min<int64_t>(end - row * H, H);           \
+    _Pragma("omp simd") for (int64_t col = col_begin; col < col_end; ++col) { \
+      element(params, row, col);                                           \
+    }                                                                      \
+  }
 
 template <typename scalar_t>
-inline void backward_elements(const BackwardStepParams<scalar_t>& params, int64_t begin,
-                              int64_t end) {
-  using acc_t = at::opmath_type<scalar_t>;
-  for_each_row_span(begin, end, params.hidden_size,
-                    [&](int64_t row, int64_t col_begin, int64_t col_end) {
-#pragma omp simd
-    for (int64_t col = col_begin; col < col_end; ++col) {
-      lstm_backward_element<scalar_t, acc_t>(params, row, col);
-    }
-  });
+void forward_elements(const ForwardStepParams<scalar_t>& params, int64_t begin, int64_t end) {
+  LSTM_EXT_ELEMENT_LOOP((lstm_forward_element<scalar_t, at::opmath_type<scalar_t>>))
 }
 
-LSTM_EXT_CPU_TARGETS void forward_elements_float(const ForwardStepParams<float>& params,
-                                                 int64_t begin, int64_t end) {
-  forward_elements(params, begin, end);
+template <typename scalar_t>
+void backward_elements(const BackwardStepParams<scalar_t>& params, int64_t begin, int64_t end) {
+  LSTM_EXT_ELEMENT_LOOP((lstm_backward_element<scalar_t, at::opmath_type<scalar_t>>))
 }
 
-LSTM_EXT_CPU_TARGETS void backward_elements_float(const BackwardStepParams<float>& params,
+// Vectorised instantiations of the storage types worth it on the CPU.
+template <>
+LSTM_EXT_CPU_TARGETS void forward_elements<float>(const ForwardStepParams<float>& params,
                                                   int64_t begin, int64_t end) {
-  backward_elements(params, begin, end);
+  LSTM_EXT_ELEMENT_LOOP((lstm_forward_element<float, float>))
+}
+
+template <>
+LSTM_EXT_CPU_TARGETS void backward_elements<float>(const BackwardStepParams<float>& params,
+                                                   int64_t begin, int64_t end) {
+  LSTM_EXT_ELEMENT_LOOP((lstm_backward_element<float, float>))
 }
 
 template <typename scalar_t>
 void forward_step_cpu(const ForwardStepParams<scalar_t>& params) {
   at::parallel_for(0, params.rows * params.hidden_size, kParallelGrain,
-                   [&](int64_t begin, int64_t end) {
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      forward_elements_float(params, begin, end);
-    } else {
-      forward_elements(params, begin, end);
-    }
-  });
+                   [&](int64_t begin, int64_t end) { forward_elements(params, begin, end); });
 }
 
 template <typename scalar_t>
 void backward_step_cpu(const BackwardStepParams<scalar_t>& params) {
   at::parallel_for(0, params.rows * params.hidden_size, kParallelGrain,
-                   [&](int64_t begin, int64_t end) {
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      backward_elements_float(params, begin, end);
-    } else {
-      backward_elements(params, begin, end);
-    }
-  });
+                   [&](int64_t begin, int64_t end) { backward_elements(params, begin, end); });
 }
 
 const StepKernels kCpuStepKernels = {
