@@ -26,13 +26,11 @@ class LSTM(nn.Module):
     (state dicts load both ways), initialisation, forward(input, hx=None) with padded, unbatched
     and PackedSequence input, outputs, and errors for a wrong input or hidden state.
 
-    Inter-layer dropout (training mode) uses torch's dropout on each layer's output but the last,
-    so the same seed gives the same mask run to run; it need not be nn.LSTM's mask, since cuDNN
-    draws its random numbers differently.
+    Inter-layer dropout (training mode) is torch's dropout on each layer's output but the last,
+    so the same seed gives the same mask run to run. On the CPU that is also nn.LSTM's mask (ATen
+    draws it the same way); cuDNN draws its random numbers differently, so on a GPU the masks of
+    the two modules differ.
     """
-
-    __constants__ = ["input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
-                     "bidirectional", "proj_size"]
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None):

@@ -350,3 +350,28 @@ def test_constructor_errors_match_nn_lstm(arguments):
     with pytest.raises(expected.type) as raised:
         lstm_ext.LSTM(**arguments)
     assert str(raised.value) == str(expected.value)
+
+
+def test_autocast_runs_in_the_autocast_dtype_like_nn_lstm():
+    torch.manual_seed(0)
+    reference = nn.LSTM(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, bidirectional=True)
+    candidate = lstm_ext.LSTM.from_torch(reference)
+    data = torch.randn((STEPS, BATCH, INPUT_SIZE))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, (expected_h, expected_c) = reference(data)
+        output, (h_n, c_n) = candidate(data)
+    for tensor, expected_tensor in ((output, expected), (h_n, expected_h), (c_n, expected_c)):
+        assert tensor.dtype == expected_tensor.dtype == torch.bfloat16
+        torch.testing.assert_close(tensor, expected_tensor, rtol=2e-2, atol=2e-2)
+    output.float().sum().backward()
+    assert candidate.weight_ih_l0.grad.dtype == torch.float32
+
+
+def test_functional_call_uses_the_given_parameters():
+    reference, candidate = make_pair(num_layers=2, proj_size=2)
+    with torch.no_grad():
+        for parameter in reference.parameters():
+            parameter.mul_(2.0)
+    data = torch.randn((STEPS, BATCH, INPUT_SIZE), dtype=DTYPE)
+    output, _ = torch.func.functional_call(candidate, dict(reference.named_parameters()), (data,))
+    torch.testing.assert_close(output, reference(data)[0])
