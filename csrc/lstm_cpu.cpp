@@ -120,11 +120,35 @@ void fused_forward_step_cpu(const ForwardStepParams<float>& params,
     at::native::cpublas::brgemm_release(/*is_vnni=*/false);
   });
 }
+
+// The pointwise pass of a float32 backward step, then grad_prev_hidden = grad_gates W_hh, each
+// parallel over its own output columns (the GEMM reads every gate column, hence two regions).
+void fused_backward_step_cpu(const BackwardStepParams<float>& params,
+                             const RecurrentGradGemmParams<float>& recurrent) {
+  const int64_t H = params.hidden_size;
+  const int64_t R = recurrent.recurrent_size;
+  const int64_t rows = params.rows;
+  backward_step_cpu(params);
+  const int64_t blocks = (R + kHiddenBlock - 1) / kHiddenBlock;
+  const int64_t grain = rows * 4 * H * R >= kParallelGemmGrain ? 1 : blocks;
+  at::parallel_for(0, blocks, grain, [&](int64_t block_begin, int64_t block_end) {
+    const int64_t col_begin = block_begin * kHiddenBlock;
+    const int64_t cols = std::min(block_end * kHiddenBlock, R) - col_begin;
+    at::native::cpublas::brgemm(rows, cols, 4 * H, 4 * H, R, R, /*add_C=*/false,
+                                params.grad_gates, recurrent.w_hh + col_begin,
+                                recurrent.grad_prev_hidden + col_begin, false);
+    at::native::cpublas::brgemm_release(/*is_vnni=*/false);
+  });
+}
+
 constexpr auto kFusedForwardFloat = fused_forward_step_cpu;
+constexpr auto kFusedBackwardFloat = fused_backward_step_cpu;
 #else
-// This torch has no float32 batch-reduce GEMM: the driver runs the recurrent GEMM through ATen.
+// This torch has no float32 batch-reduce GEMM: the driver runs the recurrent GEMMs through ATen.
 constexpr void (*kFusedForwardFloat)(const ForwardStepParams<float>&,
                                      const RecurrentGemmParams<float>&) = nullptr;
+constexpr void (*kFusedBackwardFloat)(const BackwardStepParams<float>&,
+                                      const RecurrentGradGemmParams<float>&) = nullptr;
 #endif
 
 const StepKernels kCpuStepKernels = {
@@ -132,7 +156,7 @@ const StepKernels kCpuStepKernels = {
     forward_step_cpu<c10::Half>,  forward_step_cpu<c10::BFloat16>,
     backward_step_cpu<float>,     backward_step_cpu<double>,
     backward_step_cpu<c10::Half>, backward_step_cpu<c10::BFloat16>,
-    kFusedForwardFloat,
+    kFusedForwardFloat,           kFusedBackwardFloat,
 };
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>

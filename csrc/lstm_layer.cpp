@@ -52,12 +52,16 @@ std::vector<StepPlan> plan_steps(const std::vector<int64_t>& batch_sizes, bool r
 
 template <typename scalar_t>
 struct KernelsFor;
-#define LSTM_EXT_KERNELS_FOR(scalar_type, suffix, fused_forward_kernel)                      \
+#define LSTM_EXT_KERNELS_FOR(scalar_type, suffix, fused_forward_kernel, fused_backward_kernel) \
   template <>                                                                                \
   struct KernelsFor<scalar_type> {                                                           \
     static void (*fused_forward(const StepKernels& kernels))(                                \
         const ForwardStepParams<scalar_type>&, const RecurrentGemmParams<scalar_type>&) {    \
       return fused_forward_kernel;                                                           \
+    }                                                                                        \
+    static void (*fused_backward(const StepKernels& kernels))(                               \
+        const BackwardStepParams<scalar_type>&, const RecurrentGradGemmParams<scalar_type>&) { \
+      return fused_backward_kernel;                                                          \
     }                                                                                        \
     static void (*forward(const StepKernels& kernels))(const ForwardStepParams<scalar_type>&) { \
       return kernels.forward_##suffix;                                                       \
@@ -67,13 +71,49 @@ struct KernelsFor;
       return kernels.backward_##suffix;                                                      \
     }                                                                                        \
   };
-LSTM_EXT_KERNELS_FOR(float, float, kernels.fused_forward_float)
-LSTM_EXT_KERNELS_FOR(double, double, nullptr)
-LSTM_EXT_KERNELS_FOR(c10::Half, half, nullptr)
-LSTM_EXT_KERNELS_FOR(c10::BFloat16, bfloat16, nullptr)
+LSTM_EXT_KERNELS_FOR(float, float, kernels.fused_forward_float, kernels.fused_backward_float)
+LSTM_EXT_KERNELS_FOR(double, double, nullptr, nullptr)
+LSTM_EXT_KERNELS_FOR(c10::Half, half, nullptr, nullptr)
+LSTM_EXT_KERNELS_FOR(c10::BFloat16, bfloat16, nullptr, nullptr)
 #undef LSTM_EXT_KERNELS_FOR
 
 at::Tensor empty_saved(const at::Tensor& like) { return at::empty({0}, like.options()); }
+
+// h_{t-1} of every row (N, R), for dW_hh as one GEMM: carried rows come from the output of the
+// step processed before, the others from h0. Consecutive row ranges that continue each other
+// in source and destination are copied together (a padded batch needs two copies in all).
+at::Tensor gather_previous_hidden(const std::vector<StepPlan>& plan, const at::Tensor& output,
+                                  const at::Tensor& initial_hidden) {
+  at::Tensor previous_hidden = at::empty({output.size(0), output.size(1)}, output.options());
+  struct RowCopy {
+    const at::Tensor* source;
+    int64_t source_row, target_row, rows;
+  };
+  std::vector<RowCopy> copies;
+  auto add_copy = [&](const at::Tensor* source, int64_t source_row, int64_t target_row,
+                      int64_t rows) {
+    if (rows == 0) return;
+    if (!copies.empty()) {
+      RowCopy& last = copies.back();
+      if (last.source == source && last.source_row + last.rows == source_row &&
+          last.target_row + last.rows == target_row) {
+        last.rows += rows;
+        return;
+      }
+    }
+    copies.push_back({source, source_row, target_row, rows});
+  };
+  for (const StepPlan& step : plan) {
+    add_copy(&output, step.carried_offset, step.offset, step.carried_rows);
+    add_copy(&initial_hidden, step.carried_rows, step.offset + step.carried_rows,
+             step.rows - step.carried_rows);
+  }
+  for (const RowCopy& copy : copies) {
+    previous_hidden.narrow(0, copy.target_row, copy.rows)
+        .copy_(copy.source->narrow(0, copy.source_row, copy.rows));
+  }
+  return previous_hidden;
+}
 
 }  // namespace
 
@@ -209,16 +249,21 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   at::Tensor grad_hidden_state = grad_h_n.contiguous().clone();  // (B, R)
   at::Tensor grad_cell_state = grad_c_n.contiguous().clone();    // (B, H)
   at::Tensor grad_gates = at::empty({N, 4 * H}, options);
-  at::Tensor previous_hidden = at::empty({N, R}, options);  // h_{t-1} of every row, for dW_hh
+  const std::vector<StepPlan> plan = plan_steps(sizes.batch_sizes, reverse);
   at::Tensor grad_projected = sizes.has_projection ? at::empty({N, R}, options) : at::Tensor();
   at::Tensor grad_hidden_step = sizes.has_projection ? at::empty({B, H}, options) : at::Tensor();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "lstm_layer_backward", [&] {
     const auto step_kernel = KernelsFor<scalar_t>::backward(kernels);
+    const auto fused_step_kernel = KernelsFor<scalar_t>::fused_backward(kernels);
     TORCH_CHECK(step_kernel != nullptr, op, ": no ", input.scalar_type(), " kernel for ",
                 input.device().type());
-    const std::vector<StepPlan> plan = plan_steps(sizes.batch_sizes, reverse);
+    const at::Tensor w_hh_contiguous = w_hh.contiguous();
+    RecurrentGradGemmParams<scalar_t> recurrent;
+    recurrent.grad_prev_hidden = grad_hidden_state.data_ptr<scalar_t>();
+    recurrent.w_hh = w_hh_contiguous.const_data_ptr<scalar_t>();
+    recurrent.recurrent_size = R;
     for (auto step = plan.rbegin(); step != plan.rend(); ++step) {
       if (step->rows == 0) continue;
       BackwardStepParams<scalar_t> params;
@@ -245,22 +290,17 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
       params.rows = step->rows;
       params.hidden_size = H;
       params.carried_rows = step->carried_rows;
-      step_kernel(params);
-
-      at::Tensor grad_hidden_state_rows = grad_hidden_state.narrow(0, 0, step->rows);
-      at::mm_out(grad_hidden_state_rows, grad_gates.narrow(0, step->offset, step->rows), w_hh);
-      at::Tensor step_previous_hidden = previous_hidden.narrow(0, step->offset, step->rows);
-      if (step->carried_rows > 0) {
-        step_previous_hidden.narrow(0, 0, step->carried_rows)
-            .copy_(output.narrow(0, step->carried_offset, step->carried_rows));
-      }
-      const int64_t starting_rows = step->rows - step->carried_rows;
-      if (starting_rows > 0) {
-        step_previous_hidden.narrow(0, step->carried_rows, starting_rows)
-            .copy_(initial_hidden.narrow(0, step->carried_rows, starting_rows));
+      if (fused_step_kernel != nullptr) {
+        fused_step_kernel(params, recurrent);
+      } else {
+        step_kernel(params);
+        at::Tensor grad_hidden_state_rows = grad_hidden_state.narrow(0, 0, step->rows);
+        at::mm_out(grad_hidden_state_rows, grad_gates.narrow(0, step->offset, step->rows),
+                   w_hh_contiguous);
       }
     }
   });
+  const at::Tensor previous_hidden = gather_previous_hidden(plan, output, initial_hidden);
 
   // Weight, bias and input gradients: one GEMM or reduction each over all N rows.
   const at::Tensor grad_gates_t = grad_gates.t();

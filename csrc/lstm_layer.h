@@ -32,9 +32,19 @@ struct RecurrentGemmParams {
   int64_t recurrent_size;          // R
 };
 
-// One fused pointwise pass of a step, per storage type. `fused_forward_float` is optional: when
-// set, it runs the recurrent GEMM and the pointwise pass of a float32 step together (the CPU
-// path, where one parallel region per step beats a GEMM call and a pointwise call).
+// The recurrent-gradient GEMM of a backward step, for backends that run it inside their step
+// kernel after the pointwise pass: grad_prev_hidden = grad_gates W_hh.
+template <typename scalar_t>
+struct RecurrentGradGemmParams {
+  scalar_t* grad_prev_hidden;  // (rows, R) out: dL/dh_{t-1}
+  const scalar_t* w_hh;        // (4H, R) contiguous
+  int64_t recurrent_size;      // R
+};
+
+// One fused pointwise pass of a step, per storage type. `fused_forward_float` and
+// `fused_backward_float` are optional: when set, they run the recurrent GEMM of a float32 step
+// together with its pointwise pass (the CPU path, where raw kernels in one or two parallel
+// regions beat separate ATen GEMM and pointwise calls at every batch size).
 struct StepKernels {
   void (*forward_float)(const ForwardStepParams<float>&);
   void (*forward_double)(const ForwardStepParams<double>&);
@@ -45,6 +55,8 @@ struct StepKernels {
   void (*backward_half)(const BackwardStepParams<c10::Half>&);
   void (*backward_bfloat16)(const BackwardStepParams<c10::BFloat16>&);
   void (*fused_forward_float)(const ForwardStepParams<float>&, const RecurrentGemmParams<float>&);
+  void (*fused_backward_float)(const BackwardStepParams<float>&,
+                               const RecurrentGradGemmParams<float>&);
 };
 
 // Returns (output (N, R), h_n (B, R), c_n (B, H), gates (N, 4H), cells (N, H), hidden (N, H)).
