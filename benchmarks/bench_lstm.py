@@ -12,6 +12,7 @@ it is timed; a wrong result stops the run with exit status 1. See benchmarks/REA
 
 import argparse
 import itertools
+import os
 import sys
 import time
 import warnings
@@ -200,6 +201,7 @@ def main(argv=None, candidate: Candidate = None) -> int:
     candidate replaces lstm_ext's functions under test (tests use it to feed a wrong one).
     """
     started = time.perf_counter()
+    load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     args = parse_args(argv)
     # nn.LSTM says once per process that oneDNN lacks projections and it uses ATen's own path.
     warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
@@ -244,14 +246,14 @@ def main(argv=None, candidate: Candidate = None) -> int:
                                       min_run_time, threads, progress)
             torch._dynamo.reset()  # the next size compiles afresh instead of hitting a limit
 
-    env = report.environment(device, dtype, threads)
+    env = report.environment(device, dtype, threads, load_average)
     name = f"{args.preset_name()}-{device.type}-{args.dtype}"
     print(f"lstm_ext benchmark, preset {args.preset_name()}: torch {env['torch']}, "
           f"{device.type} ({env.get('gpu', env['cpu'])}), {args.dtype}, threads: {threads}")
-    load = env["load_average_1min"]
-    if device.type == "cpu" and load is not None and load > env["cpu_count"]:
-        print(f"note: the load average ({load:.1f}) exceeds the {env['cpu_count']} CPUs: other "
-              "processes share them and the timings are noisy (try --threads 1)")
+    if device.type == "cpu" and load_average is not None and load_average >= env["cpu_count"]:
+        print(f"note: the load average before the run ({load_average:.1f}) reached the "
+              f"{env['cpu_count']} CPUs: other processes share them and the timings are noisy "
+              "(try --threads 1)")
     print("lstm_ext speed-up = other's time / lstm_ext's time (> 1: lstm_ext is faster); "
           "forward+backward counts 3x the forward FLOPs.")
     print(report.table(results, gemms))

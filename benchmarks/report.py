@@ -20,7 +20,9 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: torch.device, dtype: torch.dtype, threads: int) -> dict:
+def environment(device: torch.device, dtype: torch.dtype, threads: int,
+                load_average: float | None) -> dict:
+    """load_average: the 1-minute load average before the run (None where the OS has none)."""
     env = {
         "torch": torch.__version__,
         "lstm_ext": lstm_ext.__version__,
@@ -34,7 +36,7 @@ def environment(device: torch.device, dtype: torch.dtype, threads: int) -> dict:
         "cpu_count": os.cpu_count(),
         "mkldnn": torch.backends.mkldnn.is_available(),
         # Timings on a CPU that other processes keep busy are noisy (see benchmarks/README.md).
-        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "load_average_1min_at_start": load_average,
     }
     if device.type == "cuda":
         env.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
