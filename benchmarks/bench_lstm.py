@@ -18,8 +18,9 @@ import time
 import warnings
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: import `benchmarks` and lstm_ext from the tree
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Run as a script: look in the source tree too (an in-place build), after any installed lstm_ext.
+if __package__ in (None, ""):
+    sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 import torch
 from torch.utils import benchmark
