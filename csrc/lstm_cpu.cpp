@@ -1,6 +1,7 @@
 // CPU step kernels (loops over lstm_math.h's element functions) and the CPU operator registration.
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/native/CPUBlas.h>
 #include <torch/library.h>
 
 #include "lstm_layer.h"
@@ -12,94 +13,126 @@ namespace {
 // costs a few nanoseconds, so smaller passes do not repay waking the other threads.
 constexpr int64_t kParallelGrain = 16384;
 
-// Calls body(row, col_begin, col_end) for the rows and columns of the flat element range
-// [begin, end) of a (rows, H) step, so that the innermost loop runs over contiguous columns.
-template <typename Body>
-inline void for_each_row_span(int64_t begin, int64_t end, int64_t H, const Body& body) {
-  int64_t row = begin / H;
-  int64_t col = begin % H;
-  while (begin < end) {
-    const int64_t col_end = std::min(H, col + (end - begin));
-    body(row, col, col_end);
-    begin += col_end - col;
-    ++row;
-    col = 0;
-  }
-}
+// Multiply-adds of a step's recurrent GEMM below which it runs on one thread (about 10 us).
+constexpr int64_t kParallelGemmGrain = int64_t(1) << 20;
 
-// The row loops are compiled for several instruction sets and picked at load time, so that the
-// polynomial exp of lstm_math.h runs in the widest vectors the machine has.
+// Hidden units per task of the fused step: the four gate column blocks of W_hh^T it reads
+// (4 * 64 columns x R rows) stay in the core's L2 cache.
+constexpr int64_t kHiddenBlock = 64;
+
+// The element loops are compiled for several instruction sets and picked at load time, so that
+// the polynomial exp of lstm_math.h runs in the widest vectors the machine has.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define LSTM_EXT_CPU_TARGETS __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define LSTM_EXT_CPU_TARGETS \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define LSTM_EXT_CPU_TARGETS
 #endif
 
-template <typename scalar_t>
-inline void forward_elements(const ForwardStepParams<scalar_t>& params, int64_t begin,
-                             int64_t end) {
-  using acc_t = at::opmath_type<scalar_t>;
-  for_each_row_span(begin, end, params.hidden_size,
-                    [&](int64_t row, int64_t col_begin, int64_t col_end) {
-#pragma omp simd
-    for (int64_t col = col_begin; col < col_end; ++col) {
-      lstm_forward_element<scalar_t, acc_t>(params, row, col);
-    }
-  });
-}
+// Runs element(params, row, col) over rows [row_begin, row_end) x columns [col_begin, col_end)
+// of a step; the innermost loop runs over contiguous columns and vectorises.
+#define LSTM_EXT_ELEMENT_LOOP(element)                                   \
+  for (int64_t row = row_begin; row < row_end; ++row) {                  \
+    _Pragma("omp simd") for (int64_t col = col_begin; col < col_end; ++col) { \
+      element(params, row, col);                                         \
+    }                                                                    \
+  }
 
 template <typename scalar_t>
-inline void backward_elements(const BackwardStepParams<scalar_t>& params, int64_t begin,
-                              int64_t end) {
-  using acc_t = at::opmath_type<scalar_t>;
-  for_each_row_span(begin, end, params.hidden_size,
-                    [&](int64_t row, int64_t col_begin, int64_t col_end) {
-#pragma omp simd
-    for (int64_t col = col_begin; col < col_end; ++col) {
-      lstm_backward_element<scalar_t, acc_t>(params, row, col);
-    }
-  });
+void forward_block(const ForwardStepParams<scalar_t>& params, int64_t row_begin, int64_t row_end,
+                   int64_t col_begin, int64_t col_end) {
+  LSTM_EXT_ELEMENT_LOOP((lstm_forward_element<scalar_t, at::opmath_type<scalar_t>>))
 }
 
-LSTM_EXT_CPU_TARGETS void forward_elements_float(const ForwardStepParams<float>& params,
-                                                 int64_t begin, int64_t end) {
-  forward_elements(params, begin, end);
+template <typename scalar_t>
+void backward_block(const BackwardStepParams<scalar_t>& params, int64_t row_begin,
+                    int64_t row_end, int64_t col_begin, int64_t col_end) {
+  LSTM_EXT_ELEMENT_LOOP((lstm_backward_element<scalar_t, at::opmath_type<scalar_t>>))
 }
 
-LSTM_EXT_CPU_TARGETS void backward_elements_float(const BackwardStepParams<float>& params,
-                                                  int64_t begin, int64_t end) {
-  backward_elements(params, begin, end);
+template <>
+LSTM_EXT_CPU_TARGETS void forward_block<float>(const ForwardStepParams<float>& params,
+                                               int64_t row_begin, int64_t row_end,
+                                               int64_t col_begin, int64_t col_end) {
+  LSTM_EXT_ELEMENT_LOOP((lstm_forward_element<float, float>))
+}
+
+template <>
+LSTM_EXT_CPU_TARGETS void backward_block<float>(const BackwardStepParams<float>& params,
+                                                int64_t row_begin, int64_t row_end,
+                                                int64_t col_begin, int64_t col_end) {
+  LSTM_EXT_ELEMENT_LOOP((lstm_backward_element<float, float>))
+}
+
+// Row grain of a pointwise pass over (rows, H) elements.
+int64_t row_grain(int64_t hidden_size) {
+  return std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(hidden_size, 1));
 }
 
 template <typename scalar_t>
 void forward_step_cpu(const ForwardStepParams<scalar_t>& params) {
-  at::parallel_for(0, params.rows * params.hidden_size, kParallelGrain,
-                   [&](int64_t begin, int64_t end) {
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      forward_elements_float(params, begin, end);
-    } else {
-      forward_elements(params, begin, end);
-    }
+  at::parallel_for(0, params.rows, row_grain(params.hidden_size), [&](int64_t begin, int64_t end) {
+    forward_block(params, begin, end, 0, params.hidden_size);
   });
 }
 
 template <typename scalar_t>
 void backward_step_cpu(const BackwardStepParams<scalar_t>& params) {
-  at::parallel_for(0, params.rows * params.hidden_size, kParallelGrain,
-                   [&](int64_t begin, int64_t end) {
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      backward_elements_float(params, begin, end);
-    } else {
-      backward_elements(params, begin, end);
-    }
+  at::parallel_for(0, params.rows, row_grain(params.hidden_size), [&](int64_t begin, int64_t end) {
+    backward_block(params, begin, end, 0, params.hidden_size);
   });
 }
+
+#ifdef CPUBLAS_BRGEMM_F32F32F32
+// The recurrent GEMM and the pointwise pass of a float32 step in one parallel region. Each task
+// owns a block of hidden units: it adds h_{t-1} W_hh^T into the four gate column blocks of those
+// units with oneDNN's batch-reduce GEMM kernel (through at::native::cpublas::brgemm), then
+// applies the cell to them while they are in cache. Tasks share no output, so no barrier
+// separates the GEMM from the pointwise pass.
+void fused_forward_step_cpu(const ForwardStepParams<float>& params,
+                            const RecurrentGemmParams<float>& recurrent) {
+  const int64_t H = params.hidden_size;
+  const int64_t R = recurrent.recurrent_size;
+  const int64_t rows = params.rows;
+  const int64_t carried = params.carried_rows;
+  const int64_t blocks = (H + kHiddenBlock - 1) / kHiddenBlock;
+  const int64_t block_work = rows * 4 * std::min(H, kHiddenBlock) * R;
+  const int64_t grain = block_work * blocks >= kParallelGemmGrain ? 1 : blocks;
+  at::parallel_for(0, blocks, grain, [&](int64_t block_begin, int64_t block_end) {
+    for (int64_t block = block_begin; block < block_end; ++block) {
+      const int64_t col_begin = block * kHiddenBlock;
+      const int64_t cols = std::min(kHiddenBlock, H - col_begin);
+      for (int64_t gate = 0; gate < 4; ++gate) {
+        const float* w_block = recurrent.w_hh_t + gate * H + col_begin;
+        float* gate_block = params.gates + gate * H + col_begin;
+        if (carried > 0) {
+          at::native::cpublas::brgemm(carried, cols, R, R, 4 * H, 4 * H, /*add_C=*/true,
+                                      recurrent.prev_hidden, w_block, gate_block, false);
+        }
+        if (rows > carried) {
+          at::native::cpublas::brgemm(rows - carried, cols, R, R, 4 * H, 4 * H, /*add_C=*/true,
+                                      recurrent.initial_hidden + carried * R, w_block,
+                                      gate_block + carried * 4 * H, false);
+        }
+      }
+      forward_block(params, 0, rows, col_begin, col_begin + cols);
+    }
+    at::native::cpublas::brgemm_release(/*is_vnni=*/false);
+  });
+}
+constexpr auto kFusedForwardFloat = fused_forward_step_cpu;
+#else
+// This torch has no float32 batch-reduce GEMM: the driver runs the recurrent GEMM through ATen.
+constexpr void (*kFusedForwardFloat)(const ForwardStepParams<float>&,
+                                     const RecurrentGemmParams<float>&) = nullptr;
+#endif
 
 const StepKernels kCpuStepKernels = {
     forward_step_cpu<float>,      forward_step_cpu<double>,
     forward_step_cpu<c10::Half>,  forward_step_cpu<c10::BFloat16>,
     backward_step_cpu<float>,     backward_step_cpu<double>,
     backward_step_cpu<c10::Half>, backward_step_cpu<c10::BFloat16>,
+    kFusedForwardFloat,
 };
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>

@@ -52,9 +52,13 @@ std::vector<StepPlan> plan_steps(const std::vector<int64_t>& batch_sizes, bool r
 
 template <typename scalar_t>
 struct KernelsFor;
-#define LSTM_EXT_KERNELS_FOR(scalar_type, suffix)                                            \
+#define LSTM_EXT_KERNELS_FOR(scalar_type, suffix, fused_forward_kernel)                      \
   template <>                                                                                \
   struct KernelsFor<scalar_type> {                                                           \
+    static void (*fused_forward(const StepKernels& kernels))(                                \
+        const ForwardStepParams<scalar_type>&, const RecurrentGemmParams<scalar_type>&) {    \
+      return fused_forward_kernel;                                                           \
+    }                                                                                        \
     static void (*forward(const StepKernels& kernels))(const ForwardStepParams<scalar_type>&) { \
       return kernels.forward_##suffix;                                                       \
     }                                                                                        \
@@ -63,10 +67,10 @@ struct KernelsFor;
       return kernels.backward_##suffix;                                                      \
     }                                                                                        \
   };
-LSTM_EXT_KERNELS_FOR(float, float)
-LSTM_EXT_KERNELS_FOR(double, double)
-LSTM_EXT_KERNELS_FOR(c10::Half, half)
-LSTM_EXT_KERNELS_FOR(c10::BFloat16, bfloat16)
+LSTM_EXT_KERNELS_FOR(float, float, kernels.fused_forward_float)
+LSTM_EXT_KERNELS_FOR(double, double, nullptr)
+LSTM_EXT_KERNELS_FOR(c10::Half, half, nullptr)
+LSTM_EXT_KERNELS_FOR(c10::BFloat16, bfloat16, nullptr)
 #undef LSTM_EXT_KERNELS_FOR
 
 at::Tensor empty_saved(const at::Tensor& like) { return at::empty({0}, like.options()); }
@@ -110,23 +114,35 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "lstm_layer_forward", [&] {
     const auto step_kernel = KernelsFor<scalar_t>::forward(kernels);
+    const auto fused_step_kernel = KernelsFor<scalar_t>::fused_forward(kernels);
     TORCH_CHECK(step_kernel != nullptr, "lstm_ext.lstm_layer_forward: no ", input.scalar_type(),
                 " kernel for ", input.device().type());
+    RecurrentGemmParams<scalar_t> recurrent;
+    at::Tensor w_hh_t_contiguous;
+    if (fused_step_kernel != nullptr) {
+      w_hh_t_contiguous = w_hh_t.contiguous();
+      recurrent.initial_hidden = initial_hidden.const_data_ptr<scalar_t>();
+      recurrent.w_hh_t = w_hh_t_contiguous.const_data_ptr<scalar_t>();
+      recurrent.recurrent_size = R;
+    }
     for (const StepPlan& step : plan_steps(sizes.batch_sizes, reverse)) {
       if (step.rows == 0) continue;
-      at::Tensor step_gates = gates.narrow(0, step.offset, step.rows);
-      if (step.carried_rows > 0) {
-        step_gates.narrow(0, 0, step.carried_rows)
-            .addmm_(output.narrow(0, step.carried_offset, step.carried_rows), w_hh_t);
-      }
-      const int64_t starting_rows = step.rows - step.carried_rows;
-      if (starting_rows > 0) {
-        step_gates.narrow(0, step.carried_rows, starting_rows)
-            .addmm_(initial_hidden.narrow(0, step.carried_rows, starting_rows), w_hh_t);
+      scalar_t* step_gates = gates.data_ptr<scalar_t>() + step.offset * 4 * H;
+      if (fused_step_kernel == nullptr) {
+        at::Tensor step_gates_rows = gates.narrow(0, step.offset, step.rows);
+        if (step.carried_rows > 0) {
+          step_gates_rows.narrow(0, 0, step.carried_rows)
+              .addmm_(output.narrow(0, step.carried_offset, step.carried_rows), w_hh_t);
+        }
+        const int64_t starting_rows = step.rows - step.carried_rows;
+        if (starting_rows > 0) {
+          step_gates_rows.narrow(0, step.carried_rows, starting_rows)
+              .addmm_(initial_hidden.narrow(0, step.carried_rows, starting_rows), w_hh_t);
+        }
       }
 
       ForwardStepParams<scalar_t> params;
-      params.gates = step_gates.data_ptr<scalar_t>();
+      params.gates = step_gates;
       params.prev_cell = cells.const_data_ptr<scalar_t>() + step.carried_offset * H;
       params.initial_cell = initial_cell.const_data_ptr<scalar_t>();
       params.cell = cells.data_ptr<scalar_t>() + step.offset * H;
@@ -135,7 +151,12 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
       params.hidden_size = H;
       params.hidden_stride = H;
       params.carried_rows = step.carried_rows;
-      step_kernel(params);
+      if (fused_step_kernel != nullptr) {
+        recurrent.prev_hidden = output.const_data_ptr<scalar_t>() + step.carried_offset * R;
+        fused_step_kernel(params, recurrent);
+      } else {
+        step_kernel(params);
+      }
 
       if (sizes.has_projection) {
         at::Tensor step_output = output.narrow(0, step.offset, step.rows);

@@ -21,7 +21,20 @@
 
 namespace lstm_ext {
 
-// One fused pointwise pass of a step, per storage type.
+// The recurrent GEMM of a forward step, for backends that run it inside their step kernel:
+// gates[r] += h_{t-1}[r] W_hh^T, where rows [0, carried_rows) of h_{t-1} are rows of the step
+// processed before and the others rows of h0 (see ForwardStepParams).
+template <typename scalar_t>
+struct RecurrentGemmParams {
+  const scalar_t* prev_hidden;     // (carried_rows, R) h_{t-1} of the carried rows
+  const scalar_t* initial_hidden;  // (>= rows, R) h0, read for rows >= carried_rows
+  const scalar_t* w_hh_t;          // (R, 4H) W_hh transposed, contiguous
+  int64_t recurrent_size;          // R
+};
+
+// One fused pointwise pass of a step, per storage type. `fused_forward_float` is optional: when
+// set, it runs the recurrent GEMM and the pointwise pass of a float32 step together (the CPU
+// path, where one parallel region per step beats a GEMM call and a pointwise call).
 struct StepKernels {
   void (*forward_float)(const ForwardStepParams<float>&);
   void (*forward_double)(const ForwardStepParams<double>&);
@@ -31,6 +44,7 @@ struct StepKernels {
   void (*backward_double)(const BackwardStepParams<double>&);
   void (*backward_half)(const BackwardStepParams<c10::Half>&);
   void (*backward_bfloat16)(const BackwardStepParams<c10::BFloat16>&);
+  void (*fused_forward_float)(const ForwardStepParams<float>&, const RecurrentGemmParams<float>&);
 };
 
 // Returns (output (N, R), h_n (B, R), c_n (B, H), gates (N, 4H), cells (N, H), hidden (N, H)).

@@ -35,7 +35,10 @@ LSTM_HOST_DEVICE float exp_primitive(float x) {
 #else
   // exp(x) = 2^n * exp(r), n = round(x / ln2), |r| <= ln2 / 2 (Cephes expf coefficients).
   x = x < -87.3365f ? -87.3365f : (x > 88.7228f ? 88.7228f : x);
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  // Round to nearest by adding and subtracting 1.5 * 2^23 (|x / ln2| < 2^22 after the clamp):
+  // unlike std::floor, this vectorises without SSE4.1 rounding instructions.
+  constexpr float kRoundingShift = 12582912.0f;
+  const float n = (x * 1.44269504088896341f + kRoundingShift) - kRoundingShift;
   const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;

@@ -2,7 +2,8 @@
 
 from lstm_ext import reference
 from lstm_ext.functional import forward
+from lstm_ext.module import LSTM
 from lstm_ext.ops import cuda_available, lstm_layer
 
-__all__ = ["forward", "lstm_layer", "cuda_available", "reference"]
+__all__ = ["LSTM", "forward", "lstm_layer", "cuda_available", "reference"]
 __version__ = "0.1.0"

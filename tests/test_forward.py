@@ -1,0 +1,179 @@
+"""lstm_ext.forward against torch.nn.LSTM and the pure-PyTorch reference: outputs, final states
+and the gradients of every argument."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lstm_ext
+from layer_cases import sample_inputs
+
+TOLERANCES = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=2e-5, atol=2e-5)}
+
+
+def run_ext(case, grad_outputs):
+    output, (h_n, c_n) = lstm_ext.forward(*case.forward_args())
+    grads = torch.autograd.grad((output, h_n, c_n), case.leaves(), grad_outputs)
+    return (output, h_n, c_n), grads
+
+
+def run_torch(case, grad_outputs):
+    module, hx = case.torch_lstm()
+    output, (h_n, c_n) = module(case.input, hx)
+    # nn.LSTM owns copies of the weights: differentiate with respect to those, in case order.
+    weights = [module.weight_ih_l0, module.weight_hh_l0]
+    if case.b_ih is not None:
+        weights += [module.bias_ih_l0, module.bias_hh_l0]
+    if case.w_hr is not None:
+        weights.append(module.weight_hr_l0)
+    grads = torch.autograd.grad((output, h_n[0], c_n[0]), [case.input, case.h0, case.c0] + weights,
+                                grad_outputs)
+    return (output, h_n[0], c_n[0]), grads
+
+
+def run_reference(case, grad_outputs):
+    output, (h_n, c_n) = lstm_ext.reference.lstm_forward(*case.forward_args())
+    grads = torch.autograd.grad((output, h_n, c_n), case.leaves(), grad_outputs)
+    return (output, h_n, c_n), grads
+
+
+def random_grad_outputs(case, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    batch, steps, _ = case.input.shape
+    recurrent_size, hidden_size = case.h0.shape[1], case.c0.shape[1]
+    shapes = [(batch, steps, recurrent_size), (batch, recurrent_size), (batch, hidden_size)]
+    return [torch.randn(s, generator=generator, dtype=torch.float64).to(case.input)
+            for s in shapes]
+
+
+def assert_same(actual, expected, dtype):
+    (actual_values, actual_grads), (expected_values, expected_grads) = actual, expected
+    for name, a, e in zip(("output", "h_n", "c_n"), actual_values, expected_values):
+        torch.testing.assert_close(a, e, **TOLERANCES[dtype], msg=lambda m: f"{name}: {m}")
+    assert len(actual_grads) == len(expected_grads)
+    for index, (a, e) in enumerate(zip(actual_grads, expected_grads)):
+        torch.testing.assert_close(a, e, **TOLERANCES[dtype],
+                                   msg=lambda m: f"gradient of argument {index}: {m}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("proj_size", [0, 3])
+@pytest.mark.parametrize("bias", [True, False])
+def test_notebook_scenario_matches_nn_lstm(device, dtype, proj_size, bias):
+    """The notebook this project started from: batch 2, T 3, input 4, hidden 5, proj 3."""
+    case = sample_inputs(device, dtype, batch=2, steps=3, input_size=4, hidden_size=5,
+                         proj_size=proj_size, bias=bias)
+    grad_outputs = random_grad_outputs(case)
+    assert_same(run_ext(case, grad_outputs), run_torch(case, grad_outputs), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size", [1, 7, 33, 130])
+@pytest.mark.parametrize("proj", [False, True])
+def test_odd_sizes_match_nn_lstm(device, dtype, size, proj):
+    proj_size = max(1, size // 2) if proj else 0
+    case = sample_inputs(device, dtype, batch=size if size < 130 else 5, steps=3,
+                         input_size=size, hidden_size=max(size, proj_size + 1),
+                         proj_size=proj_size)
+    grad_outputs = random_grad_outputs(case)
+    assert_same(run_ext(case, grad_outputs), run_torch(case, grad_outputs), dtype)
+
+
+@pytest.mark.parametrize("proj_size", [0, 2])
+def test_single_step_matches_nn_lstm(device, proj_size):
+    case = sample_inputs(device, torch.float64, steps=1, proj_size=proj_size)
+    grad_outputs = random_grad_outputs(case)
+    assert_same(run_ext(case, grad_outputs), run_torch(case, grad_outputs), torch.float64)
+
+
+@given(batch=st.integers(1, 6), steps=st.integers(1, 6), input_size=st.integers(1, 9),
+       hidden_size=st.integers(1, 9), proj_size=st.integers(0, 4), bias=st.booleans(),
+       seed=st.integers(0, 2**16))
+@settings(max_examples=25, deadline=None)
+def test_random_shapes_match_reference(batch, steps, input_size, hidden_size, proj_size, bias,
+                                       seed):
+    proj_size = min(proj_size, hidden_size - 1) if hidden_size > 1 else 0
+    case = sample_inputs("cpu", torch.float64, batch, steps, input_size, hidden_size, proj_size,
+                         bias, seed=seed, scale=1.0)
+    grad_outputs = random_grad_outputs(case, seed=seed + 1)
+    assert_same(run_ext(case, grad_outputs), run_reference(case, grad_outputs), torch.float64)
+
+
+def test_saturating_inputs_match_nn_lstm(device):
+    """Large pre-activations drive every gate to 0 or 1, where exp over/underflows."""
+    case = sample_inputs(device, torch.float32, hidden_size=6, scale=30.0)
+    grad_outputs = random_grad_outputs(case)
+    assert_same(run_ext(case, grad_outputs), run_torch(case, grad_outputs), torch.float32)
+
+
+def test_non_contiguous_arguments(device):
+    case = sample_inputs(device, torch.float64, batch=3, steps=5, proj_size=2)
+    expected = lstm_ext.forward(*case.forward_args())
+    # Same values in transposed storage, and a strided view of the input.
+    wide = torch.zeros(case.input.shape[:2] + (2 * case.input.shape[2],), dtype=torch.float64,
+                       device=device)
+    wide[..., ::2] = case.input.detach()
+    args = (wide[..., ::2], (case.h0.detach().t().contiguous().t(), case.c0.detach()),
+            case.w_ih.detach().t().contiguous().t(), case.w_hh.detach().t().contiguous().t(),
+            case.b_ih.detach(), case.b_hh.detach(), case.w_hr.detach().t().contiguous().t())
+    assert not args[0].is_contiguous() and not args[2].is_contiguous()
+    output, (h_n, c_n) = lstm_ext.forward(*args)
+    # GEMMs on transposed weights may sum in another order: equal up to rounding.
+    torch.testing.assert_close(output, expected[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(h_n, expected[1][0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(c_n, expected[1][1], rtol=1e-12, atol=1e-12)
+
+
+def test_initial_states_none_means_zeros(device):
+    case = sample_inputs(device, torch.float64, proj_size=3)
+    zeros = (torch.zeros_like(case.h0), torch.zeros_like(case.c0))
+    output, (h_n, c_n) = lstm_ext.forward(case.input, None, case.w_ih, case.w_hh, case.b_ih,
+                                          case.b_hh, case.w_hr)
+    expected, (h_e, c_e) = lstm_ext.forward(case.input, zeros, case.w_ih, case.w_hh, case.b_ih,
+                                            case.b_hh, case.w_hr)
+    torch.testing.assert_close(output, expected)
+    torch.testing.assert_close((h_n, c_n), (h_e, c_e))
+    output.sum().backward()
+    assert case.w_hr.grad is not None and case.w_ih.grad.abs().sum() > 0
+
+
+def test_zero_steps_returns_initial_states(device):
+    case = sample_inputs(device, torch.float64, steps=0, proj_size=2)
+    output, (h_n, c_n) = lstm_ext.forward(*case.forward_args())
+    assert output.shape == (3, 0, 2)
+    torch.testing.assert_close(h_n, case.h0, rtol=0, atol=0)
+    torch.testing.assert_close(c_n, case.c0, rtol=0, atol=0)
+    grad_h0, grad_c0, grad_w_ih = torch.autograd.grad((h_n.sum() * 2 + c_n.sum() * 3),
+                                                      [case.h0, case.c0, case.w_ih])
+    torch.testing.assert_close(grad_h0, torch.full_like(case.h0, 2.0))
+    torch.testing.assert_close(grad_c0, torch.full_like(case.c0, 3.0))
+    assert torch.count_nonzero(grad_w_ih) == 0
+
+
+def test_zero_batch_returns_empty(device):
+    case = sample_inputs(device, torch.float32, batch=0, steps=4, proj_size=3)
+    output, (h_n, c_n) = lstm_ext.forward(*case.forward_args())
+    assert output.shape == (0, 4, 3) and h_n.shape == (0, 3) and c_n.shape == (0, 7)
+    output.sum().backward()
+    assert case.w_ih.grad.shape == case.w_ih.shape and torch.count_nonzero(case.w_ih.grad) == 0
+
+
+def test_no_grad_forward_matches_training_forward(device):
+    case = sample_inputs(device, torch.float32, proj_size=3)
+    with torch.no_grad():
+        inference = lstm_ext.forward(*case.forward_args())
+    training = lstm_ext.forward(*case.forward_args())
+    assert training[0].requires_grad and not inference[0].requires_grad
+    torch.testing.assert_close(inference[0], training[0], rtol=0, atol=0)
+
+
+def test_bfloat16_close_to_float64(device):
+    case = sample_inputs(device, torch.float64, batch=4, steps=6, input_size=16, hidden_size=32,
+                         proj_size=8)
+    expected, _ = lstm_ext.forward(*case.forward_args())
+    args = [a.to(torch.bfloat16) if isinstance(a, torch.Tensor) else
+            tuple(x.to(torch.bfloat16) for x in a) for a in case.forward_args()]
+    output, _ = lstm_ext.forward(*args)
+    assert output.dtype == torch.bfloat16
+    torch.testing.assert_close(output.double(), expected.detach(), rtol=0, atol=5e-2)
