@@ -1,0 +1,277 @@
+"""Time lstm_ext against torch.nn.LSTM (oneDNN/ATen on a CPU, cuDNN on a GPU), the pure-PyTorch
+reference and torch.compile of the reference, for inference and for training.
+
+    python benchmarks/bench_lstm.py                      # the `quick` preset, seconds on a CPU
+    python benchmarks/bench_lstm.py --preset fastrnns    # T=100, B=64, I=H=512
+    python benchmarks/bench_lstm.py --batch 1,8 --steps 50 --hidden-size 256,512   # your grid
+
+Prints a table, writes a JSON with every figure and the environment and a PNG of the speed-ups
+into --out (benchmarks/results/). lstm_ext is checked against torch.nn.LSTM at each size before
+it is timed; a wrong result stops the run with exit status 1. See benchmarks/README.md.
+"""
+
+import argparse
+import itertools
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+# Run as a script: look in the source tree too (an in-place build), after any installed lstm_ext.
+if __package__ in (None, ""):
+    sys.path.append(str(Path(__file__).resolve().parent.parent))
+
+import torch
+from torch.utils import benchmark
+from tqdm import tqdm
+
+from benchmarks import report
+from benchmarks.configs import PRESETS, TRAIN_FLOPS_FACTOR, LstmSize
+from benchmarks.implementations import (IMPLEMENTATIONS_PER_SIZE, Candidate, WrongResultError,
+                                        build_implementations, check_against_torch,
+                                        make_problem)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+          "float64": torch.float64}
+MODES = ("forward", "forward+backward")
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+PROGRESS_BAR_AFTER_S = 5.0  # show a progress bar when the run is expected to take longer
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(item) for item in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}")
+    if any(value < 0 for value in values):
+        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
+    return values
+
+
+def _positive(kind):
+    def parse(text):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        return value
+    return parse
+
+
+class _Args(argparse.Namespace):
+    """The parsed arguments, with what follows from them."""
+
+    def custom_grid(self) -> bool:
+        return any(getattr(self, name) is not None
+                   for name in ("batch", "steps", "input_size", "hidden_size", "proj_size"))
+
+    def preset_name(self) -> str:
+        return "custom" if self.custom_grid() else self.preset
+
+    def sizes(self) -> list[LstmSize]:
+        if not self.custom_grid():
+            return list(PRESETS[self.preset].sizes)
+        default = PRESETS["quick"].sizes[0]
+        grid = [getattr(self, name) or [getattr(default, name)]
+                for name in ("batch", "steps", "input_size", "hidden_size", "proj_size")]
+        return [LstmSize(*values, packed=self.packed) for values in itertools.product(*grid)]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    presets = "\n".join(f"  {name:12s} {preset.description}" for name, preset in PRESETS.items())
+    parser = argparse.ArgumentParser(
+        prog="bench_lstm.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"presets:\n{presets}\n\nGiving any of --batch/--steps/--input-size/"
+               "--hidden-size/--proj-size times the grid of their values instead of a preset "
+               "(unset ones keep the quick preset's first size).")
+    parser.add_argument("--preset", choices=PRESETS, default="quick")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto: the GPU when there is one and lstm_ext was built for it")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help="folder for the JSON and the PNG (default: benchmarks/results/)")
+    parser.add_argument("--threads", type=_positive(int),
+                        help="CPU threads for every implementation (default: torch's)")
+    parser.add_argument("--min-run-time", type=_positive(float),
+                        help="seconds of timing per implementation and mode (default: preset's)")
+    parser.add_argument("--no-plot", action="store_true", help="write no PNG")
+    sizes = parser.add_argument_group("a custom grid of sizes (comma-separated lists)")
+    for flag in ("--batch", "--steps", "--input-size", "--hidden-size", "--proj-size"):
+        sizes.add_argument(flag, type=_int_list)
+    sizes.add_argument("--packed", action="store_true",
+                       help="variable lengths T/4..T, timed packed and padded")
+    parser.add_argument("--reference-max-gflop", type=float,
+                        help="skip the slow reference above this forward size "
+                             "(default: 30 on a CPU, 1000 on a GPU)")
+    parser.add_argument("--compile-max-steps", type=int,
+                        help="torch.compile the reference only up to this T (it compiles every "
+                             "step; default: 32 on a CPU, 100 on a GPU, 0 where the preset skips "
+                             "it)")
+    parser.add_argument("--tf32", action="store_true",
+                        help="allow TF32 in cuBLAS and cuDNN for float32 (off: all at full "
+                             "float32 precision)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv, namespace=_Args())
+    if args.custom_grid():
+        for size in args.sizes():
+            if size.proj_size and size.proj_size >= size.hidden_size:
+                parser.error(f"--proj-size must be smaller than --hidden-size (as in nn.LSTM), "
+                             f"got P={size.proj_size}, H={size.hidden_size}")
+            if min(size.batch, size.steps, size.input_size, size.hidden_size) == 0:
+                parser.error(f"sizes must be positive, got {size.label}")
+    return args
+
+
+def resolve_device(name: str) -> torch.device:
+    import lstm_ext
+    gpu = torch.cuda.is_available() and lstm_ext.cuda_available()
+    if name == "cuda" and not gpu:
+        raise SystemExit("--device cuda: " + ("no GPU is visible to torch"
+                                              if not torch.cuda.is_available() else
+                                              "lstm_ext was built without its CUDA kernels"))
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and gpu) else "cpu")
+
+
+def time_callable(fn, min_run_time: float, threads: int) -> benchmark.Measurement:
+    """Median of blocked runs; torch.utils.benchmark synchronises CUDA around each block."""
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
+    return timer.blocked_autorange(min_run_time=min_run_time)
+
+
+def measure_gemm(shape, device, dtype, min_run_time, threads) -> dict:
+    """The machine's rate on one GEMM of the forward pass's gate FLOPs: (M, K) @ (K, N)."""
+    m, k, n = shape
+    a = torch.randn(m, k, device=device, dtype=dtype)
+    b = torch.randn(k, n, device=device, dtype=dtype)
+    median = time_callable(lambda: a @ b, min_run_time, threads).median
+    return {"shape": [m, k, n], "median_s": median, "gflops": 2 * m * k * n / median / 1e9}
+
+
+def _result(size: LstmSize, mode: str, name: str, **fields) -> dict:
+    return {"size": size.label, "batch": size.batch, "steps": size.steps,
+            "input_size": size.input_size, "hidden_size": size.hidden_size,
+            "proj_size": size.proj_size, "packed": size.packed, "rows": size.rows(),
+            "forward_gflop": size.forward_flops() / 1e9, "mode": mode, "implementation": name,
+            **fields}
+
+
+def benchmark_size(problem, implementations, gemm, min_run_time, threads, progress) -> list[dict]:
+    """Time every implementation in both modes; the first (lstm_ext) is the speed-ups' base."""
+    size = problem.size
+    results = []
+    for mode in MODES:
+        flops = size.forward_flops() * (TRAIN_FLOPS_FACTOR if mode != "forward" else 1)
+        base = None
+        for implementation in implementations:
+            progress.set_postfix_str(f"{size.label} {mode} {implementation.name}")
+            if implementation.skip_reason:
+                results.append(_result(size, mode, implementation.name, status="skipped",
+                                       note=implementation.skip_reason))
+                progress.update()
+                continue
+            fn = (implementation.inference(problem) if mode == "forward"
+                  else implementation.training(problem))
+            try:
+                fn()  # warm-up: caches, workspace allocation, torch.compile's compilation
+            except Exception as error:  # an implementation that cannot run this case
+                if implementation.is_candidate:
+                    raise
+                results.append(_result(size, mode, implementation.name, status="n/a",
+                                       note=f"{type(error).__name__}: {error}".splitlines()[0]))
+                progress.update()
+                continue
+            measurement = time_callable(fn, min_run_time, threads)
+            median = measurement.median
+            base = median if base is None else base
+            gflops = flops / median / 1e9
+            results.append(_result(
+                size, mode, implementation.name, status="ok", median_s=median,
+                iqr_s=measurement.iqr, runs=len(measurement.times),
+                runs_per_measurement=measurement.number_per_run, gflop=flops / 1e9,
+                gflops=gflops, gemm_fraction=gflops / gemm["gflops"],
+                lstm_ext_speedup=None if implementation is implementations[0]
+                else median / base))
+            progress.update()
+    return results
+
+
+def main(argv=None, candidate: Candidate = None) -> int:
+    """Run the benchmark; returns the exit status (1 when lstm_ext gives a wrong result).
+
+    candidate replaces lstm_ext's functions under test (tests use it to feed a wrong one).
+    """
+    started = time.perf_counter()
+    load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    args = parse_args(argv)
+    # nn.LSTM says once per process that oneDNN lacks projections and it uses ATen's own path.
+    warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
+    candidate = candidate or Candidate()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    device = resolve_device(args.device)
+    dtype = DTYPES[args.dtype]
+    on_gpu = device.type == "cuda"
+    if on_gpu:
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.allow_tf32 = args.tf32
+    preset = PRESETS.get(args.preset_name())
+    min_run_time = args.min_run_time or (preset.min_run_time if preset else 0.2)
+    reference_max_gflop = args.reference_max_gflop or (1000.0 if on_gpu else 30.0)
+    compile_max_steps = args.compile_max_steps
+    if compile_max_steps is None:
+        compile_max_steps = (100 if on_gpu else 32) if preset is None or preset.compile_reference \
+            else 0
+    sizes = args.sizes()
+
+    tasks = len(sizes) * len(MODES) * IMPLEMENTATIONS_PER_SIZE
+    expected_s = tasks * (min_run_time + 0.1) + len(sizes) * (min_run_time + 0.5)
+    results, gemms = [], {}
+    with tqdm(total=tasks, desc="bench_lstm", leave=False, file=sys.stderr,
+              disable=expected_s < PROGRESS_BAR_AFTER_S) as progress:
+        for size in sizes:
+            progress.set_postfix_str(f"{size.label}: checking against torch.nn.LSTM")
+            problem = make_problem(size, device, dtype, args.seed)
+            implementations = build_implementations(problem, candidate, reference_max_gflop,
+                                                    compile_max_steps)
+            try:
+                check_against_torch(problem, implementations)
+            except WrongResultError as error:
+                progress.close()
+                print(f"bench_lstm: {error}", file=sys.stderr)
+                return 1
+            gemms[size.label] = measure_gemm(size.gemm_shape(), device, dtype, min_run_time,
+                                             threads)
+            results += benchmark_size(problem, implementations, gemms[size.label],
+                                      min_run_time, threads, progress)
+            torch._dynamo.reset()  # the next size compiles afresh instead of hitting a limit
+
+    env = report.environment(device, dtype, threads, load_average)
+    name = f"{args.preset_name()}-{device.type}-{args.dtype}"
+    print(f"lstm_ext benchmark, preset {args.preset_name()}: torch {env['torch']}, "
+          f"{device.type} ({env.get('gpu', env['cpu'])}), {args.dtype}, threads: {threads}")
+    if device.type == "cpu" and load_average is not None and load_average >= env["cpu_count"]:
+        print(f"note: the load average before the run ({load_average:.1f}) reached the "
+              f"{env['cpu_count']} CPUs: other processes share them and the timings are noisy "
+              "(try --threads 1)")
+    print("lstm_ext speed-up = other's time / lstm_ext's time (> 1: lstm_ext is faster); "
+          "forward+backward counts 3x the forward FLOPs.")
+    print(report.table(results, gemms))
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path = args.out / f"{name}.json"
+    report.write_json(json_path, {
+        "preset": args.preset_name(), "environment": env, "min_run_time_s": min_run_time,
+        "reference_max_gflop": reference_max_gflop, "compile_max_steps": compile_max_steps,
+        "gemm": gemms, "results": results, "wall_time_s": time.perf_counter() - started})
+    print(f"\nwrote {json_path}")
+    if not args.no_plot:
+        png_path = args.out / f"{name}.png"
+        report.plot(png_path, results, f"lstm_ext speed-up, {name} "
+                                       f"({env.get('gpu', env['cpu'])}, {threads} threads)")
+        print(f"wrote {png_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The benchmark's outputs: the environment it ran in, the terminal table, the JSON and the plot."""
+
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+import lstm_ext
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device, dtype: torch.dtype, threads: int,
+                load_average: float | None) -> dict:
+    """load_average: the 1-minute load average before the run (None where the OS has none)."""
+    env = {
+        "torch": torch.__version__,
+        "lstm_ext": lstm_ext.__version__,
+        "lstm_ext_cuda_built": lstm_ext.cuda_available(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "threads": threads,
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        # Timings on a CPU that other processes keep busy are noisy (see benchmarks/README.md).
+        "load_average_1min_at_start": load_average,
+    }
+    if device.type == "cuda":
+        env.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
+                   cudnn=torch.backends.cudnn.version(),
+                   tf32=torch.backends.cuda.matmul.allow_tf32)
+    return env
+
+
+def format_time(seconds: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+COLUMNS = ("size", "mode", "implementation", "time", "lstm_ext speed-up", "GFLOP/s", "% of GEMM")
+
+
+def table(results: list[dict], gemms: dict[str, dict]) -> str:
+    """One row per (size, mode, implementation), under a line per size that gives the rate of a
+    GEMM with the forward pass's gate FLOPs (the "% of GEMM" denominator)."""
+    rows, previous = [], (None, None)
+    for result in results:
+        size, mode = result["size"], result["mode"]
+        label = (mode if (size, mode) != previous else "", result["implementation"])
+        previous = (size, mode)
+        if result["status"] == "ok":
+            speedup = result["lstm_ext_speedup"]
+            rows.append((size, *label, format_time(result["median_s"]),
+                         "-" if speedup is None else f"{speedup:.2f}x",
+                         f"{result['gflops']:.1f}", f"{100 * result['gemm_fraction']:.0f}%"))
+        else:
+            rows.append((size, *label, f"{result['status']}: {result['note']}"))
+    widths = [max([len(COLUMNS[i])] + [len(row[i]) for row in rows
+                                        if i < 3 or len(row) == len(COLUMNS)])
+              for i in range(1, len(COLUMNS))]
+
+    def line(cells):
+        """mode and implementation left-aligned, figures right-aligned; a skipped or failed
+        implementation has one note instead of figures, written out in full."""
+        left = [cell.ljust(width) for cell, width in zip(cells[:2], widths)]
+        if len(cells) == 3:
+            return "  ".join(left + [cells[2]])
+        return "  ".join(left + [cell.rjust(width) for cell, width in zip(cells[2:], widths[2:])])
+
+    out = [line(COLUMNS[1:]), "-" * (sum(widths) + 2 * (len(widths) - 1))]
+    current_size = None
+    for size, *cells in rows:
+        if size != current_size:
+            gemm = gemms[size]
+            m, k, n = gemm["shape"]
+            out += ["", f"{size}    [GEMM {m}x{k} @ {k}x{n}: {gemm['gflops']:.1f} GFLOP/s]"]
+            current_size = size
+        out.append(line(cells))
+    return "\n".join(out)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def plot(path: Path, results: list[dict], title: str) -> None:
+    """Speed-up of lstm_ext over every other implementation, per size (ordered by FLOPs), one
+    panel for inference and one for training."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    timed = [r for r in results if r["status"] == "ok" and r["lstm_ext_speedup"] is not None]
+    sizes = sorted({(r["forward_gflop"], r["size"]) for r in results})
+    position = {label: i for i, (_, label) in enumerate(sizes)}
+    modes = ("forward", "forward+backward")
+    figure, axes = plt.subplots(1, len(modes), figsize=(max(8, 1.2 * len(sizes) + 4), 5),
+                                sharey=True, squeeze=False)
+    for axis, mode in zip(axes[0], modes):
+        for name in dict.fromkeys(r["implementation"] for r in timed):
+            points = sorted((position[r["size"]], r["lstm_ext_speedup"]) for r in timed
+                            if r["mode"] == mode and r["implementation"] == name)
+            if points:
+                axis.plot(*zip(*points), marker="o", label=f"vs {name}")
+        axis.axhline(1.0, color="gray", linewidth=0.8, linestyle="--")
+        axis.set_yscale("log")
+        axis.set_title(mode)
+        axis.set_xticks(range(len(sizes)), [label for _, label in sizes], rotation=30,
+                        ha="right", fontsize=8)
+        axis.set_xlabel("size (ordered by FLOPs)")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=8)
+    axes[0][0].set_ylabel("speed-up of lstm_ext (> 1: lstm_ext faster)")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
