@@ -9,16 +9,37 @@ Environment:
 
 import glob
 import os
+import shutil
 import site
 import sys
 import sysconfig
 
 from setuptools import setup
 
-import torch
-from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
-
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def point_cuda_home_at_toolkit():
+    """torch takes the CUDA toolkit to be the folder above the `nvcc` on the PATH. Where that nvcc
+    is a wrapper outside the toolkit (e.g. /usr/local/bin/nvcc exec'ing /usr/local/cuda/bin/nvcc),
+    that folder has no CUDA headers or libraries: use /usr/local/cuda instead. CUDA_HOME or
+    CUDA_PATH, when set, are left as they are."""
+    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or shutil.which("nvcc") is None:
+        return
+    guessed = os.path.dirname(os.path.dirname(os.path.realpath(shutil.which("nvcc"))))
+    for home in (guessed, "/usr/local/cuda"):
+        if os.path.exists(os.path.join(home, "include", "cuda_runtime.h")) and os.path.exists(
+                os.path.join(home, "bin", "nvcc")):
+            if home != guessed:
+                os.environ["CUDA_HOME"] = home
+            return
+
+
+point_cuda_home_at_toolkit()
+
+import torch  # noqa: E402  (after CUDA_HOME is settled: cpp_extension reads it on import)
+from torch.utils.cpp_extension import (  # noqa: E402
+    CUDA_HOME, BuildExtension, CppExtension, CUDAExtension)
 
 
 def cuda_build_reason():
@@ -66,7 +87,9 @@ def extension():
     return CUDAExtension(
         "lstm_ext._C",
         sources,
-        include_dirs=[os.path.join(ROOT, "csrc")] + pip_cuda_include_dirs(),
+        # The toolkit's own headers before the pip packages' partial copies of them.
+        include_dirs=[os.path.join(ROOT, "csrc"), os.path.join(CUDA_HOME, "include")]
+        + pip_cuda_include_dirs(),
         define_macros=[("LSTM_EXT_WITH_CUDA", None)],
         extra_compile_args={
             "cxx": cxx_flags,

@@ -200,4 +200,116 @@ LSTM_HOST_DEVICE void lstm_backward_element(const BackwardStepParams<scalar_t>& 
   p.grad_cell[row * H + col] = static_cast<scalar_t>(out.grad_prev_cell);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Vector variants: kWidth consecutive columns [col, col + kWidth) of one row, with one aligned
+// vector load or store per operand, and the same cell functions and indexing as the element
+// functions above (tests/test_cuda.py checks on the host that both give identical results).
+// Preconditions, checked by the caller: col, H and the row strides are multiples of kWidth, and
+// every pointer of the params is aligned to kWidth * sizeof(scalar_t).
+template <typename T, int kWidth>
+struct alignas(sizeof(T) * kWidth) AlignedVector {
+  T lane[kWidth];
+};
+
+template <int kWidth, typename T>
+LSTM_HOST_DEVICE AlignedVector<T, kWidth> load_vector(const T* address) {
+#if defined(__CUDA_ARCH__)
+  return *reinterpret_cast<const AlignedVector<T, kWidth>*>(address);
+#else
+  AlignedVector<T, kWidth> vector;
+  std::memcpy(&vector, address, sizeof(vector));
+  return vector;
+#endif
+}
+
+template <int kWidth, typename T>
+LSTM_HOST_DEVICE void store_vector(T* address, const AlignedVector<T, kWidth>& vector) {
+#if defined(__CUDA_ARCH__)
+  *reinterpret_cast<AlignedVector<T, kWidth>*>(address) = vector;
+#else
+  std::memcpy(address, &vector, sizeof(vector));
+#endif
+}
+
+template <typename scalar_t, typename acc_t, int kWidth>
+LSTM_HOST_DEVICE void lstm_forward_vector(const ForwardStepParams<scalar_t>& p, int64_t row,
+                                          int64_t col) {
+  using Vector = AlignedVector<scalar_t, kWidth>;
+  const int64_t H = p.hidden_size;
+  scalar_t* gate_row = p.gates + row * 4 * H;
+  Vector input_gate = load_vector<kWidth>(gate_row + col);
+  Vector forget_gate = load_vector<kWidth>(gate_row + H + col);
+  Vector cell_gate = load_vector<kWidth>(gate_row + 2 * H + col);
+  Vector output_gate = load_vector<kWidth>(gate_row + 3 * H + col);
+  const Vector prev_cell =
+      load_vector<kWidth>(prev_cell_row(p.prev_cell, p.initial_cell, p.carried_rows, row, H) + col);
+  Vector cell;
+  Vector hidden;
+  for (int lane = 0; lane < kWidth; ++lane) {
+    const CellForward<acc_t> out = lstm_cell_forward<acc_t>(
+        static_cast<acc_t>(input_gate.lane[lane]), static_cast<acc_t>(forget_gate.lane[lane]),
+        static_cast<acc_t>(cell_gate.lane[lane]), static_cast<acc_t>(output_gate.lane[lane]),
+        static_cast<acc_t>(prev_cell.lane[lane]));
+    input_gate.lane[lane] = static_cast<scalar_t>(out.input_gate);
+    forget_gate.lane[lane] = static_cast<scalar_t>(out.forget_gate);
+    cell_gate.lane[lane] = static_cast<scalar_t>(out.cell_gate);
+    output_gate.lane[lane] = static_cast<scalar_t>(out.output_gate);
+    cell.lane[lane] = static_cast<scalar_t>(out.cell);
+    hidden.lane[lane] = static_cast<scalar_t>(out.hidden);
+  }
+  store_vector<kWidth>(gate_row + col, input_gate);
+  store_vector<kWidth>(gate_row + H + col, forget_gate);
+  store_vector<kWidth>(gate_row + 2 * H + col, cell_gate);
+  store_vector<kWidth>(gate_row + 3 * H + col, output_gate);
+  store_vector<kWidth>(p.cell + row * H + col, cell);
+  store_vector<kWidth>(p.hidden + row * p.hidden_stride + col, hidden);
+}
+
+template <typename scalar_t, typename acc_t, int kWidth>
+LSTM_HOST_DEVICE void lstm_backward_vector(const BackwardStepParams<scalar_t>& p, int64_t row,
+                                           int64_t col) {
+  using Vector = AlignedVector<scalar_t, kWidth>;
+  const int64_t H = p.hidden_size;
+  const scalar_t* gate_row = p.gates + row * 4 * H;
+  const Vector input_gate = load_vector<kWidth>(gate_row + col);
+  const Vector forget_gate = load_vector<kWidth>(gate_row + H + col);
+  const Vector cell_gate = load_vector<kWidth>(gate_row + 2 * H + col);
+  const Vector output_gate = load_vector<kWidth>(gate_row + 3 * H + col);
+  const Vector prev_cell =
+      load_vector<kWidth>(prev_cell_row(p.prev_cell, p.initial_cell, p.carried_rows, row, H) + col);
+  const Vector cell = load_vector<kWidth>(p.cell + row * H + col);
+  const Vector grad_hidden = load_vector<kWidth>(p.grad_hidden + row * p.grad_hidden_stride + col);
+  Vector grad_hidden_recurrent{};
+  if (p.grad_hidden_recurrent != nullptr) {
+    grad_hidden_recurrent = load_vector<kWidth>(p.grad_hidden_recurrent + row * H + col);
+  }
+  Vector grad_cell = load_vector<kWidth>(p.grad_cell + row * H + col);
+  Vector grad_input;
+  Vector grad_forget;
+  Vector grad_cell_gate;
+  Vector grad_output;
+  for (int lane = 0; lane < kWidth; ++lane) {
+    acc_t total_grad_hidden = static_cast<acc_t>(grad_hidden.lane[lane]);
+    if (p.grad_hidden_recurrent != nullptr) {
+      total_grad_hidden += static_cast<acc_t>(grad_hidden_recurrent.lane[lane]);
+    }
+    const CellBackward<acc_t> out = lstm_cell_backward<acc_t>(
+        static_cast<acc_t>(input_gate.lane[lane]), static_cast<acc_t>(forget_gate.lane[lane]),
+        static_cast<acc_t>(cell_gate.lane[lane]), static_cast<acc_t>(output_gate.lane[lane]),
+        static_cast<acc_t>(prev_cell.lane[lane]), static_cast<acc_t>(cell.lane[lane]),
+        total_grad_hidden, static_cast<acc_t>(grad_cell.lane[lane]));
+    grad_input.lane[lane] = static_cast<scalar_t>(out.grad_pre_input);
+    grad_forget.lane[lane] = static_cast<scalar_t>(out.grad_pre_forget);
+    grad_cell_gate.lane[lane] = static_cast<scalar_t>(out.grad_pre_cell);
+    grad_output.lane[lane] = static_cast<scalar_t>(out.grad_pre_output);
+    grad_cell.lane[lane] = static_cast<scalar_t>(out.grad_prev_cell);
+  }
+  scalar_t* grad_gate_row = p.grad_gates + row * 4 * H;
+  store_vector<kWidth>(grad_gate_row + col, grad_input);
+  store_vector<kWidth>(grad_gate_row + H + col, grad_forget);
+  store_vector<kWidth>(grad_gate_row + 2 * H + col, grad_cell_gate);
+  store_vector<kWidth>(grad_gate_row + 3 * H + col, grad_output);
+  store_vector<kWidth>(p.grad_cell + row * H + col, grad_cell);
+}
+
 }  // namespace lstm_ext

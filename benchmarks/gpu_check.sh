@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The GPU check of lstm_ext, for a machine with an NVIDIA GPU, torch, nvcc and ninja (no network
+# needed): builds the extension in place, runs the CUDA tests (tests/test_cuda.py and the
+# device-parametrised tests' CUDA cases), runs benchmarks/bench_lstm.py on the GPU when it exists,
+# and prints a summary table last. Logs go to $OUT when set, else to benchmarks/results/gpu_check.
+#
+#   benchmarks/gpu_check.sh
+# Environment: PYTHON (default python), TORCH_CUDA_ARCH_LIST (default 9.0), MAX_JOBS (default 16),
+# TEST_TIMEOUT_S (default 300), BENCH_TIMEOUT_S (per benchmark run, default 90).
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python}
+LOG_DIR=${OUT:-benchmarks/results/gpu_check}
+mkdir -p "$LOG_DIR"
+SUMMARY=()
+FAILURES=0
+
+record() {  # record STEP STATUS DETAIL
+  SUMMARY+=("$(printf '%-28s %-8s %s' "$1" "$2" "$3")")
+  if [ "$2" = FAIL ]; then FAILURES=$((FAILURES + 1)); fi
+}
+
+print_summary() {
+  {
+    printf '%-28s %-8s %s\n' step status detail
+    printf '%s\n' "${SUMMARY[@]}"
+  } | tee "$LOG_DIR/summary.txt"
+}
+
+last_line() { grep -v '^[[:space:]]*$' "$1" | tail -n 1 | cut -c1-100; }
+
+nvidia-smi > "$LOG_DIR/nvidia-smi.txt" 2>&1 || true
+
+# 1. Build in place.
+start=$(date +%s)
+if TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} \
+    "$PYTHON" setup.py build_ext --inplace > "$LOG_DIR/build.log" 2>&1; then
+  record build ok "$(($(date +%s) - start)) s"
+else
+  record build FAIL "$(grep -m1 -i 'error' "$LOG_DIR/build.log" | cut -c1-100)"
+  print_summary
+  exit 1
+fi
+
+if PYTHONPATH=. "$PYTHON" -c "
+import torch, lstm_ext
+assert torch.cuda.is_available(), 'torch sees no GPU'
+assert lstm_ext.cuda_available(), 'the extension was built without CUDA kernels'
+print(torch.cuda.get_device_name(), 'cuda', torch.version.cuda, 'torch', torch.__version__)
+" > "$LOG_DIR/device.log" 2>&1; then
+  record device ok "$(last_line "$LOG_DIR/device.log")"
+else
+  record device FAIL "$(last_line "$LOG_DIR/device.log")"
+fi
+
+# 2. CUDA tests: every test of tests/test_cuda.py and every test or parameter id naming cuda.
+PYTHONPATH=. timeout "${TEST_TIMEOUT_S:-300}" "$PYTHON" -m pytest -q -rfEs -p no:cacheprovider \
+  tests -k cuda --junitxml="$LOG_DIR/pytest_cuda.xml" > "$LOG_DIR/pytest_cuda.log" 2>&1
+status=$?
+if [ $status -eq 0 ]; then
+  record "pytest -k cuda" ok "$(last_line "$LOG_DIR/pytest_cuda.log")"
+else
+  record "pytest -k cuda" FAIL "rc $status: $(last_line "$LOG_DIR/pytest_cuda.log")"
+fi
+
+# 3. Benchmarks on the GPU, when the benchmark script exists.
+if [ -f benchmarks/bench_lstm.py ]; then
+  for preset in fastrnns proj small-batch packed; do
+    for dtype in float32 bfloat16; do
+      log="$LOG_DIR/bench_${preset}_${dtype}.log"
+      PYTHONPATH=. timeout "${BENCH_TIMEOUT_S:-90}" "$PYTHON" benchmarks/bench_lstm.py \
+        --device cuda --preset "$preset" --dtype "$dtype" > "$log" 2>&1
+      status=$?
+      if [ $status -eq 0 ]; then
+        record "bench $preset $dtype" ok "$(last_line "$log")"
+      else
+        record "bench $preset $dtype" FAIL "rc $status: $(last_line "$log")"
+      fi
+    done
+  done
+else
+  record bench skipped "benchmarks/bench_lstm.py absent"
+fi
+
+print_summary
+[ "$FAILURES" -eq 0 ]
