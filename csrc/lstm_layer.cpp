@@ -136,10 +136,25 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
 
   // Input projection of every step in one GEMM, with both biases folded into its initial value.
   at::Tensor gates = at::empty({N, 4 * H}, options);
-  if (b_ih.has_value() || b_hh.has_value()) {
-    const at::Tensor bias = b_ih.has_value() && b_hh.has_value() ? at::add(*b_ih, *b_hh)
-                            : b_ih.has_value()                     ? *b_ih
-                                                                   : *b_hh;
+  const bool has_bias = b_ih.has_value() || b_hh.has_value();
+  const at::Tensor bias = !has_bias                             ? at::Tensor()
+                          : b_ih.has_value() && b_hh.has_value() ? at::add(*b_ih, *b_hh)
+                          : b_ih.has_value()                     ? *b_ih
+                                                                 : *b_hh;
+  if (kernels.input_projection_float != nullptr && input.scalar_type() == at::kFloat) {
+    const at::Tensor input_rows = input.contiguous();
+    const at::Tensor w_ih_t = w_ih.t().contiguous();
+    const at::Tensor bias_contiguous = has_bias ? bias.contiguous() : at::Tensor();
+    InputProjectionParams<float> projection;
+    projection.input = input_rows.const_data_ptr<float>();
+    projection.w_ih_t = w_ih_t.const_data_ptr<float>();
+    projection.bias = has_bias ? bias_contiguous.const_data_ptr<float>() : nullptr;
+    projection.gates = gates.data_ptr<float>();
+    projection.rows = N;
+    projection.input_size = sizes.input_size;
+    projection.gate_size = 4 * H;
+    kernels.input_projection_float(projection);
+  } else if (has_bias) {
     at::addmm_out(gates, bias, input, w_ih.t());
   } else {
     at::mm_out(gates, input, w_ih.t());

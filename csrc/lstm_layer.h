@@ -21,6 +21,19 @@
 
 namespace lstm_ext {
 
+// The input projection of every step, for backends that run it with their own GEMM:
+// gates = input W_ih^T + bias.
+template <typename scalar_t>
+struct InputProjectionParams {
+  const scalar_t* input;   // (rows, input_size) contiguous
+  const scalar_t* w_ih_t;  // (input_size, gate_size) W_ih transposed, contiguous
+  const scalar_t* bias;    // (gate_size) b_ih + b_hh, or nullptr
+  scalar_t* gates;         // (rows, gate_size) out
+  int64_t rows;
+  int64_t input_size;      // I
+  int64_t gate_size;       // 4H
+};
+
 // The recurrent GEMM of a forward step, for backends that run it inside their step kernel:
 // gates[r] += h_{t-1}[r] W_hh^T, where rows [0, carried_rows) of h_{t-1} are rows of the step
 // processed before and the others rows of h0 (see ForwardStepParams).
@@ -41,10 +54,11 @@ struct RecurrentGradGemmParams {
   int64_t recurrent_size;      // R
 };
 
-// One fused pointwise pass of a step, per storage type. `fused_forward_float` and
-// `fused_backward_float` are optional: when set, they run the recurrent GEMM of a float32 step
-// together with its pointwise pass (the CPU path, where raw kernels in one or two parallel
-// regions beat separate ATen GEMM and pointwise calls at every batch size).
+// One fused pointwise pass of a step, per storage type. The float32 GEMM hooks are optional:
+// when set, `fused_forward_float` and `fused_backward_float` run the recurrent GEMM of a step
+// together with its pointwise pass, and `input_projection_float` the input projection (the
+// CPU path, where raw GEMM kernels in one parallel region per pass beat ATen's calls at every
+// batch size). When null, the driver runs those GEMMs through ATen.
 struct StepKernels {
   void (*forward_float)(const ForwardStepParams<float>&);
   void (*forward_double)(const ForwardStepParams<double>&);
@@ -57,6 +71,7 @@ struct StepKernels {
   void (*fused_forward_float)(const ForwardStepParams<float>&, const RecurrentGemmParams<float>&);
   void (*fused_backward_float)(const BackwardStepParams<float>&,
                                const RecurrentGradGemmParams<float>&);
+  void (*input_projection_float)(const InputProjectionParams<float>&);
 };
 
 // Returns (output (N, R), h_n (B, R), c_n (B, H), gates (N, 4H), cells (N, H), hidden (N, H)).

@@ -15,6 +15,7 @@ const StepKernels kCudaStepKernels = {
     cuda::launch_backward_step, cuda::launch_backward_step,
     // cuBLAS runs the recurrent GEMMs (through ATen), the step kernels only the pointwise pass.
     /*fused_forward_float=*/nullptr, /*fused_backward_float=*/nullptr,
+    /*input_projection_float=*/nullptr,
 };
 
 // The device made current for the operator (its GEMMs, allocations and step kernels run there):
