@@ -199,6 +199,7 @@ const StepKernels kCpuStepKernels = {
     backward_step_cpu<c10::Half>, backward_step_cpu<c10::BFloat16>,
     kFusedForwardFloat,           kFusedBackwardFloat,
     kInputProjectionFloat,
+    /*projection_chunk_bytes=*/int64_t(2) << 20,
 };
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>

@@ -77,6 +77,29 @@ LSTM_EXT_KERNELS_FOR(c10::Half, half, nullptr, nullptr)
 LSTM_EXT_KERNELS_FOR(c10::BFloat16, bfloat16, nullptr, nullptr)
 #undef LSTM_EXT_KERNELS_FOR
 
+// Consecutive steps (in processing order) whose input projection runs as one GEMM; their rows
+// are contiguous in the packed layout.
+struct ProjectionChunk {
+  size_t first_step;   // index in the plan
+  int64_t first_row;   // packed row
+  int64_t rows;
+};
+
+// Chunks of at least target_rows rows each (but the last), in processing order.
+std::vector<ProjectionChunk> plan_projection_chunks(const std::vector<StepPlan>& plan,
+                                                    int64_t target_rows) {
+  std::vector<ProjectionChunk> chunks;
+  for (size_t k = 0; k < plan.size(); ++k) {
+    if (chunks.empty() || chunks.back().rows >= target_rows) {
+      chunks.push_back({k, plan[k].offset, 0});
+    }
+    ProjectionChunk& chunk = chunks.back();
+    chunk.first_row = std::min(chunk.first_row, plan[k].offset);
+    chunk.rows += plan[k].rows;
+  }
+  return chunks;
+}
+
 at::Tensor empty_saved(const at::Tensor& like) { return at::empty({0}, like.options()); }
 
 // h_{t-1} of every row (N, R), for dW_hh as one GEMM: carried rows come from the output of the
@@ -134,37 +157,61 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
   const at::Tensor initial_cell = c0.contiguous();
   const at::Tensor w_hh_t = w_hh.t();
 
-  // Input projection of every step in one GEMM, with both biases folded into its initial value.
-  at::Tensor gates = at::empty({N, 4 * H}, options);
+  // The input projection, with both biases folded into its initial value, runs as one GEMM per
+  // chunk of consecutive steps (one chunk, the whole layer, unless the backend asks for
+  // smaller): the steps then read their gates while the chunk is in cache.
   const bool has_bias = b_ih.has_value() || b_hh.has_value();
   const at::Tensor bias = !has_bias                             ? at::Tensor()
                           : b_ih.has_value() && b_hh.has_value() ? at::add(*b_ih, *b_hh)
                           : b_ih.has_value()                     ? *b_ih
                                                                  : *b_hh;
-  if (kernels.input_projection_float != nullptr && input.scalar_type() == at::kFloat) {
-    const at::Tensor input_rows = input.contiguous();
-    const at::Tensor w_ih_t = w_ih.t().contiguous();
-    const at::Tensor bias_contiguous = has_bias ? bias.contiguous() : at::Tensor();
-    InputProjectionParams<float> projection;
-    projection.input = input_rows.const_data_ptr<float>();
-    projection.w_ih_t = w_ih_t.const_data_ptr<float>();
-    projection.bias = has_bias ? bias_contiguous.const_data_ptr<float>() : nullptr;
-    projection.gates = gates.data_ptr<float>();
-    projection.rows = N;
-    projection.input_size = sizes.input_size;
-    projection.gate_size = 4 * H;
-    kernels.input_projection_float(projection);
-  } else if (has_bias) {
-    at::addmm_out(gates, bias, input, w_ih.t());
-  } else {
-    at::mm_out(gates, input, w_ih.t());
-  }
+  const bool own_projection =
+      kernels.input_projection_float != nullptr && input.scalar_type() == at::kFloat;
+  const at::Tensor input_rows = own_projection ? input.contiguous() : input;
+  const at::Tensor w_ih_t = own_projection ? w_ih.t().contiguous() : w_ih.t();
+  const at::Tensor bias_contiguous = has_bias ? bias.contiguous() : at::Tensor();
+  // gates_out (rows, 4H) = input rows [first_row, first_row + rows) W_ih^T + bias.
+  auto project_rows = [&](at::Tensor gates_out, int64_t first_row, int64_t rows) {
+    if (own_projection) {
+      InputProjectionParams<float> projection;
+      projection.input = input_rows.const_data_ptr<float>() + first_row * sizes.input_size;
+      projection.w_ih_t = w_ih_t.const_data_ptr<float>();
+      projection.bias = has_bias ? bias_contiguous.const_data_ptr<float>() : nullptr;
+      projection.gates = gates_out.data_ptr<float>();
+      projection.rows = rows;
+      projection.input_size = sizes.input_size;
+      projection.gate_size = 4 * H;
+      kernels.input_projection_float(projection);
+    } else if (has_bias) {
+      at::addmm_out(gates_out, bias, input_rows.narrow(0, first_row, rows), w_ih_t);
+    } else {
+      at::mm_out(gates_out, input_rows.narrow(0, first_row, rows), w_ih_t);
+    }
+  };
+  const int64_t chunk_target_rows =
+      kernels.projection_chunk_bytes > 0
+          ? std::max<int64_t>(1, kernels.projection_chunk_bytes /
+                                     (4 * H * static_cast<int64_t>(input.element_size())))
+          : N;
 
+  // What backward needs is kept for every row; without backward, the gates live in one chunk
+  // buffer, the cells in two step slots and the pre-projection hidden state in one.
+  const std::vector<StepPlan> plan = plan_steps(sizes.batch_sizes, reverse);
+  const std::vector<ProjectionChunk> chunks = plan_projection_chunks(plan, chunk_target_rows);
+  int64_t chunk_capacity = 0;
+  for (const ProjectionChunk& chunk : chunks) chunk_capacity = std::max(chunk_capacity, chunk.rows);
+  at::Tensor gates = at::empty({save_for_backward ? N : chunk_capacity, 4 * H}, options);
   at::Tensor output = at::empty({N, R}, options);
-  at::Tensor cells = at::empty({N, H}, options);
-  at::Tensor hidden = sizes.has_projection ? at::empty({N, H}, options) : output;
+  at::Tensor cells = at::empty({save_for_backward ? N : 2 * B, H}, options);
+  at::Tensor hidden = !sizes.has_projection ? output
+                      : at::empty({save_for_backward ? N : B, H}, options);
   at::Tensor h_n = sizes.steps == 0 ? initial_hidden.clone() : at::empty({B, R}, options);
   at::Tensor c_n = sizes.steps == 0 ? initial_cell.clone() : at::empty({B, H}, options);
+  // First row of step k (in processing order) in the cells and hidden buffers.
+  auto cell_row = [&](size_t k) { return save_for_backward ? plan[k].offset : int64_t(k % 2) * B; };
+  auto hidden_row = [&](size_t k) {
+    return save_for_backward || !sizes.has_projection ? plan[k].offset : int64_t(0);
+  };
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "lstm_layer_forward", [&] {
@@ -180,11 +227,20 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
       recurrent.w_hh_t = w_hh_t_contiguous.const_data_ptr<scalar_t>();
       recurrent.recurrent_size = R;
     }
-    for (const StepPlan& step : plan_steps(sizes.batch_sizes, reverse)) {
+    int64_t chunk_first_row = 0;  // packed row held by the first row of `gates`
+    auto next_chunk = chunks.begin();
+    for (size_t k = 0; k < plan.size(); ++k) {
+      const StepPlan& step = plan[k];
+      if (next_chunk != chunks.end() && next_chunk->first_step == k) {
+        chunk_first_row = save_for_backward ? 0 : next_chunk->first_row;
+        project_rows(gates.narrow(0, next_chunk->first_row - chunk_first_row, next_chunk->rows),
+                     next_chunk->first_row, next_chunk->rows);
+        ++next_chunk;
+      }
       if (step.rows == 0) continue;
-      scalar_t* step_gates = gates.data_ptr<scalar_t>() + step.offset * 4 * H;
+      const int64_t gate_row = step.offset - chunk_first_row;
       if (fused_step_kernel == nullptr) {
-        at::Tensor step_gates_rows = gates.narrow(0, step.offset, step.rows);
+        at::Tensor step_gates_rows = gates.narrow(0, gate_row, step.rows);
         if (step.carried_rows > 0) {
           step_gates_rows.narrow(0, 0, step.carried_rows)
               .addmm_(output.narrow(0, step.carried_offset, step.carried_rows), w_hh_t);
@@ -197,11 +253,11 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
       }
 
       ForwardStepParams<scalar_t> params;
-      params.gates = step_gates;
-      params.prev_cell = cells.const_data_ptr<scalar_t>() + step.carried_offset * H;
+      params.gates = gates.data_ptr<scalar_t>() + gate_row * 4 * H;
+      params.prev_cell = cells.const_data_ptr<scalar_t>() + (k > 0 ? cell_row(k - 1) : 0) * H;
       params.initial_cell = initial_cell.const_data_ptr<scalar_t>();
-      params.cell = cells.data_ptr<scalar_t>() + step.offset * H;
-      params.hidden = hidden.data_ptr<scalar_t>() + step.offset * H;
+      params.cell = cells.data_ptr<scalar_t>() + cell_row(k) * H;
+      params.hidden = hidden.data_ptr<scalar_t>() + hidden_row(k) * H;
       params.rows = step.rows;
       params.hidden_size = H;
       params.hidden_stride = H;
@@ -215,14 +271,14 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
 
       if (sizes.has_projection) {
         at::Tensor step_output = output.narrow(0, step.offset, step.rows);
-        at::mm_out(step_output, hidden.narrow(0, step.offset, step.rows), w_hr->t());
+        at::mm_out(step_output, hidden.narrow(0, hidden_row(k), step.rows), w_hr->t());
       }
       const int64_t finished_rows = step.rows - step.finished_from;
       if (finished_rows > 0) {
         h_n.narrow(0, step.finished_from, finished_rows)
             .copy_(output.narrow(0, step.offset + step.finished_from, finished_rows));
         c_n.narrow(0, step.finished_from, finished_rows)
-            .copy_(cells.narrow(0, step.offset + step.finished_from, finished_rows));
+            .copy_(cells.narrow(0, cell_row(k) + step.finished_from, finished_rows));
       }
     }
   });

@@ -72,6 +72,9 @@ struct StepKernels {
   void (*fused_backward_float)(const BackwardStepParams<float>&,
                                const RecurrentGradGemmParams<float>&);
   void (*input_projection_float)(const InputProjectionParams<float>&);
+  // Bytes of gates per input-projection GEMM (0: one GEMM for the whole layer). A chunk that
+  // fits the caches is read back from them by its steps.
+  int64_t projection_chunk_bytes;
 };
 
 // Returns (output (N, R), h_n (B, R), c_n (B, H), gates (N, 4H), cells (N, H), hidden (N, H)).
