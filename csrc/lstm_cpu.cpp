@@ -95,25 +95,33 @@ void fused_forward_step_cpu(const ForwardStepParams<float>& params,
   const int64_t R = recurrent.recurrent_size;
   const int64_t rows = params.rows;
   const int64_t carried = params.carried_rows;
-  const int64_t blocks = (H + kHiddenBlock - 1) / kHiddenBlock;
-  const int64_t block_work = rows * 4 * std::min(H, kHiddenBlock) * R;
-  const int64_t grain = block_work * blocks >= kParallelGemmGrain ? 1 : blocks;
-  at::parallel_for(0, blocks, grain, [&](int64_t block_begin, int64_t block_end) {
+  // A step too small to share runs as one block: its GEMM as one brgemm call over all 4H gate
+  // columns, which are contiguous.
+  const bool parallel = rows * 4 * H * R >= kParallelGemmGrain;
+  const int64_t block_size = parallel ? kHiddenBlock : H;
+  const int64_t blocks = (H + block_size - 1) / block_size;
+  // C (rows, cols) += h_{t-1} W_hh^T restricted to the gate columns starting at `column`.
+  auto add_recurrent = [&](int64_t column, int64_t cols) {
+    const float* w_block = recurrent.w_hh_t + column;
+    float* gate_block = params.gates + column;
+    if (carried > 0) {
+      at::native::cpublas::brgemm(carried, cols, R, R, 4 * H, 4 * H, /*add_C=*/true,
+                                  recurrent.prev_hidden, w_block, gate_block, false);
+    }
+    if (rows > carried) {
+      at::native::cpublas::brgemm(rows - carried, cols, R, R, 4 * H, 4 * H, /*add_C=*/true,
+                                  recurrent.initial_hidden + carried * R, w_block,
+                                  gate_block + carried * 4 * H, false);
+    }
+  };
+  at::parallel_for(0, blocks, parallel ? 1 : blocks, [&](int64_t block_begin, int64_t block_end) {
     for (int64_t block = block_begin; block < block_end; ++block) {
-      const int64_t col_begin = block * kHiddenBlock;
-      const int64_t cols = std::min(kHiddenBlock, H - col_begin);
-      for (int64_t gate = 0; gate < 4; ++gate) {
-        const float* w_block = recurrent.w_hh_t + gate * H + col_begin;
-        float* gate_block = params.gates + gate * H + col_begin;
-        if (carried > 0) {
-          at::native::cpublas::brgemm(carried, cols, R, R, 4 * H, 4 * H, /*add_C=*/true,
-                                      recurrent.prev_hidden, w_block, gate_block, false);
-        }
-        if (rows > carried) {
-          at::native::cpublas::brgemm(rows - carried, cols, R, R, 4 * H, 4 * H, /*add_C=*/true,
-                                      recurrent.initial_hidden + carried * R, w_block,
-                                      gate_block + carried * 4 * H, false);
-        }
+      const int64_t col_begin = block * block_size;
+      const int64_t cols = std::min(block_size, H - col_begin);
+      if (cols == H) {
+        add_recurrent(0, 4 * H);
+      } else {
+        for (int64_t gate = 0; gate < 4; ++gate) add_recurrent(gate * H + col_begin, cols);
       }
       forward_block(params, 0, rows, col_begin, col_begin + cols);
     }
