@@ -16,7 +16,6 @@ setup: $(VENV)/.lstm_ext-installed
 
 $(VENV)/.torch-installed:
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q "$(TORCH_SPEC)" numpy ninja pytest hypothesis expecttest matplotlib tqdm setuptools wheel
 	touch $@
 
