@@ -49,8 +49,9 @@ LayerSizes check_forward_args(const char* op, const at::Tensor& input,
               ", expected one of float32, float64, float16, bfloat16");
   TORCH_CHECK(input.dim() == 2, op, ": input has shape ", shape_string(input.sizes()),
               ", expected 2 dimensions (rows, input_size)");
-  TORCH_CHECK(w_ih.dim() == 2 && w_ih.size(0) % 4 == 0, op, ": w_ih has shape ",
-              shape_string(w_ih.sizes()), ", expected (4*hidden_size, input_size)");
+  TORCH_CHECK(w_ih.dim() == 2 && w_ih.size(0) % 4 == 0 && w_ih.size(0) > 0, op,
+              ": w_ih has shape ", shape_string(w_ih.sizes()),
+              ", expected (4*hidden_size, input_size) with hidden_size > 0");
 
   LayerSizes sizes;
   sizes.rows = input.size(0);

@@ -16,9 +16,10 @@ constexpr int64_t kParallelGrain = 16384;
 // Multiply-adds of a step's recurrent GEMM below which it runs on one thread (about 10 us).
 constexpr int64_t kParallelGemmGrain = int64_t(1) << 20;
 
-// Hidden units per task of the fused step: the four gate column blocks of W_hh^T it reads
-// (4 * 64 columns x R rows) stay in the core's L2 cache.
+// Least hidden units per task of the fused step, and the multiple its blocks are rounded to (a
+// 64-byte line of float32 columns).
 constexpr int64_t kHiddenBlock = 64;
+constexpr int64_t kVectorColumns = 16;
 
 // The element loops are compiled for several instruction sets and picked at load time, so that
 // the polynomial exp of lstm_math.h runs in the widest vectors the machine has.
@@ -96,9 +97,15 @@ void fused_forward_step_cpu(const ForwardStepParams<float>& params,
   const int64_t rows = params.rows;
   const int64_t carried = params.carried_rows;
   // A step too small to share runs as one block: its GEMM as one brgemm call over all 4H gate
-  // columns, which are contiguous.
+  // columns, which are contiguous. Otherwise each thread takes one block of hidden units (at
+  // least kHiddenBlock wide): wide blocks stream the rows of W_hh^T in long contiguous runs,
+  // which matters when few rows make the step bound by reading W_hh.
   const bool parallel = rows * 4 * H * R >= kParallelGemmGrain;
-  const int64_t block_size = parallel ? kHiddenBlock : H;
+  const int64_t threads = at::get_num_threads();
+  const int64_t block_size =
+      !parallel ? H
+                : std::max(kHiddenBlock, (H + threads - 1) / threads + kVectorColumns - 1) /
+                      kVectorColumns * kVectorColumns;
   const int64_t blocks = (H + block_size - 1) / block_size;
   // C (rows, cols) += h_{t-1} W_hh^T restricted to the gate columns starting at `column`.
   auto add_recurrent = [&](int64_t column, int64_t cols) {
@@ -207,6 +214,7 @@ const StepKernels kCpuStepKernels = {
     backward_step_cpu<c10::Half>, backward_step_cpu<c10::BFloat16>,
     kFusedForwardFloat,           kFusedBackwardFloat,
     kInputProjectionFloat,
+    /*input_projection_min_rows=*/2048,
     /*projection_chunk_bytes=*/int64_t(2) << 20,
 };
 

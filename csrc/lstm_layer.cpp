@@ -165,8 +165,9 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
                           : b_ih.has_value() && b_hh.has_value() ? at::add(*b_ih, *b_hh)
                           : b_ih.has_value()                     ? *b_ih
                                                                  : *b_hh;
-  const bool own_projection =
-      kernels.input_projection_float != nullptr && input.scalar_type() == at::kFloat;
+  const bool own_projection = kernels.input_projection_float != nullptr &&
+                              input.scalar_type() == at::kFloat &&
+                              N >= kernels.input_projection_min_rows;
   const at::Tensor input_rows = own_projection ? input.contiguous() : input;
   const at::Tensor w_ih_t = own_projection ? w_ih.t().contiguous() : w_ih.t();
   const at::Tensor bias_contiguous = has_bias ? bias.contiguous() : at::Tensor();

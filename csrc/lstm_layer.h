@@ -72,6 +72,9 @@ struct StepKernels {
   void (*fused_backward_float)(const BackwardStepParams<float>&,
                                const RecurrentGradGemmParams<float>&);
   void (*input_projection_float)(const InputProjectionParams<float>&);
+  // Rows from which `input_projection_float` runs; below, the transpose of W_ih it needs costs
+  // more than it gains over ATen's GEMM.
+  int64_t input_projection_min_rows;
   // Bytes of gates per input-projection GEMM (0: one GEMM for the whole layer). A chunk that
   // fits the caches is read back from them by its steps.
   int64_t projection_chunk_bytes;

@@ -105,6 +105,8 @@ OPERATOR_ERRORS = [
      "w_hh has shape (20, 5), expected (4*hidden_size, proj_size) = (20, 3)"),
     (dict(h0=torch.zeros(2, 5)), "h0 has shape (2, 5), expected (batch, proj_size) = (2, 3)"),
     (dict(w_hr=torch.zeros(0, 5)), "w_hr has shape (0, 5), expected proj_size > 0"),
+    (dict(w_ih=torch.zeros(0, 4)),
+     "w_ih has shape (0, 4), expected (4*hidden_size, input_size) with hidden_size > 0"),
     (dict(c0=torch.zeros(2, 5, dtype=torch.float64)),
      "c0 has dtype Double, expected Float like input"),
     (dict(input=torch.zeros(6, 4, dtype=torch.int32)), "input has dtype Int, expected one of"),

@@ -16,6 +16,7 @@ const StepKernels kCudaStepKernels = {
     // cuBLAS runs the recurrent GEMMs (through ATen), the step kernels only the pointwise pass.
     /*fused_forward_float=*/nullptr, /*fused_backward_float=*/nullptr,
     /*input_projection_float=*/nullptr,
+    /*input_projection_min_rows=*/0,
     // One input-projection GEMM for the whole layer: the GPU's caches are too small for chunks.
     /*projection_chunk_bytes=*/0,
 };
