@@ -218,34 +218,17 @@ const StepKernels kCpuStepKernels = {
     /*projection_chunk_bytes=*/int64_t(2) << 20,
 };
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-lstm_layer_forward_cpu(const at::Tensor& input, const at::Tensor& batch_sizes,
-                       const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
-                       const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih,
-                       const std::optional<at::Tensor>& b_hh,
-                       const std::optional<at::Tensor>& w_hr, bool reverse,
-                       bool save_for_backward) {
-  return lstm_layer_forward(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
-                            save_for_backward, kCpuStepKernels);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-lstm_layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
-                        const at::Tensor& grad_c_n, const at::Tensor& input,
-                        const at::Tensor& batch_sizes, const at::Tensor& h0,
-                        const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
-                        const std::optional<at::Tensor>& w_hr, const at::Tensor& output,
-                        const at::Tensor& gates, const at::Tensor& cells,
-                        const at::Tensor& hidden, bool reverse) {
-  return lstm_layer_backward(grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, c0, w_ih,
-                             w_hh, w_hr, output, gates, cells, hidden, reverse, kCpuStepKernels);
-}
+// The CPU operators need no device made current.
+struct NoDeviceGuard {
+  explicit NoDeviceGuard(const at::Tensor&) {}
+};
+using CpuOperators = LayerOperators<kCpuStepKernels, NoDeviceGuard>;
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(lstm_ext, CPU, m) {
-  m.impl("lstm_layer_forward", &lstm_layer_forward_cpu);
-  m.impl("lstm_layer_backward", &lstm_layer_backward_cpu);
+  m.impl("lstm_layer_forward", &CpuOperators::forward);
+  m.impl("lstm_layer_backward", &CpuOperators::backward);
 }
 
 }  // namespace lstm_ext

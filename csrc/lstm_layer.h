@@ -115,4 +115,33 @@ lstm_layer_backward(const at::Tensor& grad_output,  // (N, R)
                     const at::Tensor& hidden,       // (N, H) with w_hr, else empty
                     bool reverse, const StepKernels& kernels);
 
+// The operators' implementations for one dispatch key, in the signatures of their schemas
+// (ops.cpp): the driver above with that device's step kernels, run under a DeviceGuard built
+// from the input (which makes the input's device current, where the device needs that).
+template <const StepKernels& kKernels, typename DeviceGuard>
+struct LayerOperators {
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+  forward(const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0,
+          const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+          const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
+          const std::optional<at::Tensor>& w_hr, bool reverse, bool save_for_backward) {
+    const DeviceGuard device_guard(input);
+    return lstm_layer_forward(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
+                              save_for_backward, kKernels);
+  }
+
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                    at::Tensor>
+  backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& grad_c_n,
+           const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0,
+           const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+           const std::optional<at::Tensor>& w_hr, const at::Tensor& output,
+           const at::Tensor& gates, const at::Tensor& cells, const at::Tensor& hidden,
+           bool reverse) {
+    const DeviceGuard device_guard(input);
+    return lstm_layer_backward(grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, c0, w_ih,
+                               w_hh, w_hr, output, gates, cells, hidden, reverse, kKernels);
+  }
+};
+
 }  // namespace lstm_ext
