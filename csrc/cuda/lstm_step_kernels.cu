@@ -40,39 +40,39 @@ __device__ __forceinline__ void item_position(index_t item, index_t items_per_ro
   col = static_cast<int64_t>(item - item_row * items_per_row) * kWidth;
 }
 
-template <typename scalar_t, int kWidth, typename index_t>
-__global__ void __launch_bounds__(kThreadsPerBlock)
-    forward_step_kernel(const ForwardStepParams<scalar_t> params, index_t items_per_row,
-                        index_t items) {
+// One item of a step: lstm_math.h's element function (kWidth 1) or its vector variant.
+template <int kWidth, typename scalar_t>
+__device__ __forceinline__ void step_item(const ForwardStepParams<scalar_t>& params, int64_t row,
+                                          int64_t col) {
   using acc_t = at::opmath_type<scalar_t>;
-  const index_t stride = static_cast<index_t>(gridDim.x) * kThreadsPerBlock;
-  for (index_t item = static_cast<index_t>(blockIdx.x) * kThreadsPerBlock + threadIdx.x;
-       item < items; item += stride) {
-    int64_t row, col;
-    item_position<kWidth>(item, items_per_row, row, col);
-    if constexpr (kWidth == 1) {
-      lstm_forward_element<scalar_t, acc_t>(params, row, col);
-    } else {
-      lstm_forward_vector<scalar_t, acc_t, kWidth>(params, row, col);
-    }
+  if constexpr (kWidth == 1) {
+    lstm_forward_element<scalar_t, acc_t>(params, row, col);
+  } else {
+    lstm_forward_vector<scalar_t, acc_t, kWidth>(params, row, col);
   }
 }
 
-template <typename scalar_t, int kWidth, typename index_t>
-__global__ void __launch_bounds__(kThreadsPerBlock)
-    backward_step_kernel(const BackwardStepParams<scalar_t> params, index_t items_per_row,
-                         index_t items) {
+template <int kWidth, typename scalar_t>
+__device__ __forceinline__ void step_item(const BackwardStepParams<scalar_t>& params, int64_t row,
+                                          int64_t col) {
   using acc_t = at::opmath_type<scalar_t>;
+  if constexpr (kWidth == 1) {
+    lstm_backward_element<scalar_t, acc_t>(params, row, col);
+  } else {
+    lstm_backward_vector<scalar_t, acc_t, kWidth>(params, row, col);
+  }
+}
+
+// A forward or backward step (Params): a grid-stride loop over its items.
+template <typename Params, int kWidth, typename index_t>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+    step_kernel(const Params params, index_t items_per_row, index_t items) {
   const index_t stride = static_cast<index_t>(gridDim.x) * kThreadsPerBlock;
   for (index_t item = static_cast<index_t>(blockIdx.x) * kThreadsPerBlock + threadIdx.x;
        item < items; item += stride) {
     int64_t row, col;
     item_position<kWidth>(item, items_per_row, row, col);
-    if constexpr (kWidth == 1) {
-      lstm_backward_element<scalar_t, acc_t>(params, row, col);
-    } else {
-      lstm_backward_vector<scalar_t, acc_t, kWidth>(params, row, col);
-    }
+    step_item<kWidth>(params, row, col);
   }
 }
 
@@ -132,43 +132,31 @@ void launch_step(const Params& params, void (*kernel_32bit)(Params, uint32_t, ui
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-template <typename scalar_t>
-void forward_step(const ForwardStepParams<scalar_t>& params) {
+// Runs a step (StepParams = ForwardStepParams or BackwardStepParams) with the vector kernel
+// when its sizes and pointers allow, else with the element kernel.
+template <template <typename> class StepParams, typename scalar_t>
+void run_step(const StepParams<scalar_t>& params) {
+  using Params = StepParams<scalar_t>;
   constexpr int kWidth = kVectorWidth<scalar_t>;
   if (fits_vector_kernel<kWidth>(params)) {
-    launch_step<kWidth>(params, forward_step_kernel<scalar_t, kWidth, uint32_t>,
-                        forward_step_kernel<scalar_t, kWidth, int64_t>);
+    launch_step<kWidth>(params, step_kernel<Params, kWidth, uint32_t>,
+                        step_kernel<Params, kWidth, int64_t>);
   } else {
-    launch_step<1>(params, forward_step_kernel<scalar_t, 1, uint32_t>,
-                   forward_step_kernel<scalar_t, 1, int64_t>);
-  }
-}
-
-template <typename scalar_t>
-void backward_step(const BackwardStepParams<scalar_t>& params) {
-  constexpr int kWidth = kVectorWidth<scalar_t>;
-  if (fits_vector_kernel<kWidth>(params)) {
-    launch_step<kWidth>(params, backward_step_kernel<scalar_t, kWidth, uint32_t>,
-                        backward_step_kernel<scalar_t, kWidth, int64_t>);
-  } else {
-    launch_step<1>(params, backward_step_kernel<scalar_t, 1, uint32_t>,
-                   backward_step_kernel<scalar_t, 1, int64_t>);
+    launch_step<1>(params, step_kernel<Params, 1, uint32_t>, step_kernel<Params, 1, int64_t>);
   }
 }
 
 }  // namespace
 
-void launch_forward_step(const ForwardStepParams<float>& params) { forward_step(params); }
-void launch_forward_step(const ForwardStepParams<double>& params) { forward_step(params); }
-void launch_forward_step(const ForwardStepParams<c10::Half>& params) { forward_step(params); }
-void launch_forward_step(const ForwardStepParams<c10::BFloat16>& params) { forward_step(params); }
+void launch_forward_step(const ForwardStepParams<float>& params) { run_step(params); }
+void launch_forward_step(const ForwardStepParams<double>& params) { run_step(params); }
+void launch_forward_step(const ForwardStepParams<c10::Half>& params) { run_step(params); }
+void launch_forward_step(const ForwardStepParams<c10::BFloat16>& params) { run_step(params); }
 
-void launch_backward_step(const BackwardStepParams<float>& params) { backward_step(params); }
-void launch_backward_step(const BackwardStepParams<double>& params) { backward_step(params); }
-void launch_backward_step(const BackwardStepParams<c10::Half>& params) { backward_step(params); }
-void launch_backward_step(const BackwardStepParams<c10::BFloat16>& params) {
-  backward_step(params);
-}
+void launch_backward_step(const BackwardStepParams<float>& params) { run_step(params); }
+void launch_backward_step(const BackwardStepParams<double>& params) { run_step(params); }
+void launch_backward_step(const BackwardStepParams<c10::Half>& params) { run_step(params); }
+void launch_backward_step(const BackwardStepParams<c10::BFloat16>& params) { run_step(params); }
 
 }  // namespace cuda
 }  // namespace lstm_ext
