@@ -52,13 +52,9 @@ std::vector<StepPlan> plan_steps(const std::vector<int64_t>& batch_sizes, bool r
 
 template <typename scalar_t>
 struct KernelsFor;
-#define LSTM_EXT_KERNELS_FOR(scalar_type, suffix, fused_forward_kernel, fused_backward_kernel) \
+#define LSTM_EXT_KERNELS_FOR(scalar_type, suffix, fused_backward_kernel)                       \
   template <>                                                                                \
   struct KernelsFor<scalar_type> {                                                           \
-    static void (*fused_forward(const StepKernels& kernels))(                                \
-        const ForwardStepParams<scalar_type>&, const RecurrentGemmParams<scalar_type>&) {    \
-      return fused_forward_kernel;                                                           \
-    }                                                                                        \
     static void (*fused_backward(const StepKernels& kernels))(                               \
         const BackwardStepParams<scalar_type>&, const RecurrentGradGemmParams<scalar_type>&) { \
       return fused_backward_kernel;                                                          \
@@ -71,10 +67,10 @@ struct KernelsFor;
       return kernels.backward_##suffix;                                                      \
     }                                                                                        \
   };
-LSTM_EXT_KERNELS_FOR(float, float, kernels.fused_forward_float, kernels.fused_backward_float)
-LSTM_EXT_KERNELS_FOR(double, double, nullptr, nullptr)
-LSTM_EXT_KERNELS_FOR(c10::Half, half, nullptr, nullptr)
-LSTM_EXT_KERNELS_FOR(c10::BFloat16, bfloat16, nullptr, nullptr)
+LSTM_EXT_KERNELS_FOR(float, float, kernels.fused_backward_float)
+LSTM_EXT_KERNELS_FOR(double, double, nullptr)
+LSTM_EXT_KERNELS_FOR(c10::Half, half, nullptr)
+LSTM_EXT_KERNELS_FOR(c10::BFloat16, bfloat16, nullptr)
 #undef LSTM_EXT_KERNELS_FOR
 
 // Consecutive steps (in processing order) whose input projection runs as one GEMM; their rows
@@ -98,6 +94,42 @@ std::vector<ProjectionChunk> plan_projection_chunks(const std::vector<StepPlan>&
     chunk.rows += plan[k].rows;
   }
   return chunks;
+}
+
+// The buffers' rows of every step (see ForwardStepLayout). When saving for backward, every
+// buffer holds all N packed rows; otherwise the gates hold one projection chunk, the cells two
+// step slots of B rows (this step's and the one before) and the pre-projection hidden state one.
+std::vector<ForwardStepLayout> layout_forward_steps(const std::vector<StepPlan>& plan,
+                                                    const std::vector<ProjectionChunk>& chunks,
+                                                    bool save_for_backward, bool has_projection,
+                                                    int64_t batch) {
+  std::vector<ForwardStepLayout> layout(plan.size());
+  int64_t chunk_first_row = 0;  // packed row held by the first row of the gates buffer
+  auto next_chunk = chunks.begin();
+  for (size_t k = 0; k < plan.size(); ++k) {
+    const StepPlan& step = plan[k];
+    ForwardStepLayout& entry = layout[k];
+    entry.rows = step.rows;
+    entry.carried_rows = step.carried_rows;
+    entry.finished_from = step.finished_from;
+    entry.row = step.offset;
+    entry.prev_row = step.carried_offset;
+    entry.project_row = 0;
+    entry.project_rows = 0;
+    entry.project_gate_row = 0;
+    if (next_chunk != chunks.end() && next_chunk->first_step == k) {
+      chunk_first_row = save_for_backward ? 0 : next_chunk->first_row;
+      entry.project_row = next_chunk->first_row;
+      entry.project_rows = next_chunk->rows;
+      entry.project_gate_row = next_chunk->first_row - chunk_first_row;
+      ++next_chunk;
+    }
+    entry.gate_row = step.offset - chunk_first_row;
+    entry.cell_row = save_for_backward ? step.offset : int64_t(k % 2) * batch;
+    entry.prev_cell_row = k > 0 ? layout[k - 1].cell_row : 0;
+    entry.hidden_row = save_for_backward || !has_projection ? step.offset : 0;
+  }
+  return layout;
 }
 
 at::Tensor empty_saved(const at::Tensor& like) { return at::empty({0}, like.options()); }
@@ -165,40 +197,19 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
                           : b_ih.has_value() && b_hh.has_value() ? at::add(*b_ih, *b_hh)
                           : b_ih.has_value()                     ? *b_ih
                                                                  : *b_hh;
-  const bool own_projection = kernels.input_projection_float != nullptr &&
-                              input.scalar_type() == at::kFloat &&
-                              N >= kernels.input_projection_min_rows;
-  const at::Tensor input_rows = own_projection ? input.contiguous() : input;
-  const at::Tensor w_ih_t = own_projection ? w_ih.t().contiguous() : w_ih.t();
+  const bool layer_kernel = kernels.layer_forward_float != nullptr &&
+                            input.scalar_type() == at::kFloat;
   const at::Tensor bias_contiguous = has_bias ? bias.contiguous() : at::Tensor();
-  // gates_out (rows, 4H) = input rows [first_row, first_row + rows) W_ih^T + bias.
-  auto project_rows = [&](at::Tensor gates_out, int64_t first_row, int64_t rows) {
-    if (own_projection) {
-      InputProjectionParams<float> projection;
-      projection.input = input_rows.const_data_ptr<float>() + first_row * sizes.input_size;
-      projection.w_ih_t = w_ih_t.const_data_ptr<float>();
-      projection.bias = has_bias ? bias_contiguous.const_data_ptr<float>() : nullptr;
-      projection.gates = gates_out.data_ptr<float>();
-      projection.rows = rows;
-      projection.input_size = sizes.input_size;
-      projection.gate_size = 4 * H;
-      kernels.input_projection_float(projection);
-    } else if (has_bias) {
-      at::addmm_out(gates_out, bias, input_rows.narrow(0, first_row, rows), w_ih_t);
-    } else {
-      at::mm_out(gates_out, input_rows.narrow(0, first_row, rows), w_ih_t);
-    }
-  };
   const int64_t chunk_target_rows =
       kernels.projection_chunk_bytes > 0
           ? std::max<int64_t>(1, kernels.projection_chunk_bytes /
                                      (4 * H * static_cast<int64_t>(input.element_size())))
           : N;
 
-  // What backward needs is kept for every row; without backward, the gates live in one chunk
-  // buffer, the cells in two step slots and the pre-projection hidden state in one.
   const std::vector<StepPlan> plan = plan_steps(sizes.batch_sizes, reverse);
   const std::vector<ProjectionChunk> chunks = plan_projection_chunks(plan, chunk_target_rows);
+  std::vector<ForwardStepLayout> layout =
+      layout_forward_steps(plan, chunks, save_for_backward, sizes.has_projection, B);
   int64_t chunk_capacity = 0;
   for (const ProjectionChunk& chunk : chunks) chunk_capacity = std::max(chunk_capacity, chunk.rows);
   at::Tensor gates = at::empty({save_for_backward ? N : chunk_capacity, 4 * H}, options);
@@ -208,81 +219,94 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
                       : at::empty({save_for_backward ? N : B, H}, options);
   at::Tensor h_n = sizes.steps == 0 ? initial_hidden.clone() : at::empty({B, R}, options);
   at::Tensor c_n = sizes.steps == 0 ? initial_cell.clone() : at::empty({B, H}, options);
-  // First row of step k (in processing order) in the cells and hidden buffers.
-  auto cell_row = [&](size_t k) { return save_for_backward ? plan[k].offset : int64_t(k % 2) * B; };
-  auto hidden_row = [&](size_t k) {
-    return save_for_backward || !sizes.has_projection ? plan[k].offset : int64_t(0);
-  };
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
-                                  "lstm_layer_forward", [&] {
-    const auto step_kernel = KernelsFor<scalar_t>::forward(kernels);
-    const auto fused_step_kernel = KernelsFor<scalar_t>::fused_forward(kernels);
-    TORCH_CHECK(step_kernel != nullptr, "lstm_ext.lstm_layer_forward: no ", input.scalar_type(),
-                " kernel for ", input.device().type());
-    RecurrentGemmParams<scalar_t> recurrent;
-    at::Tensor w_hh_t_contiguous;
-    if (fused_step_kernel != nullptr) {
-      w_hh_t_contiguous = w_hh_t.contiguous();
-      recurrent.initial_hidden = initial_hidden.const_data_ptr<scalar_t>();
-      recurrent.w_hh_t = w_hh_t_contiguous.const_data_ptr<scalar_t>();
-      recurrent.recurrent_size = R;
-    }
-    int64_t chunk_first_row = 0;  // packed row held by the first row of `gates`
-    auto next_chunk = chunks.begin();
-    for (size_t k = 0; k < plan.size(); ++k) {
-      const StepPlan& step = plan[k];
-      if (next_chunk != chunks.end() && next_chunk->first_step == k) {
-        chunk_first_row = save_for_backward ? 0 : next_chunk->first_row;
-        project_rows(gates.narrow(0, next_chunk->first_row - chunk_first_row, next_chunk->rows),
-                     next_chunk->first_row, next_chunk->rows);
-        ++next_chunk;
-      }
-      if (step.rows == 0) continue;
-      const int64_t gate_row = step.offset - chunk_first_row;
-      if (fused_step_kernel == nullptr) {
-        at::Tensor step_gates_rows = gates.narrow(0, gate_row, step.rows);
+  if (layer_kernel) {
+    const at::Tensor input_contiguous = input.contiguous();
+    const at::Tensor w_ih_contiguous = w_ih.contiguous();
+    const at::Tensor w_hh_contiguous = w_hh.contiguous();
+    const at::Tensor w_hr_contiguous = sizes.has_projection ? w_hr->contiguous() : at::Tensor();
+    at::Tensor w_ih_t_scratch = at::empty({sizes.input_size, 4 * H}, options);
+    at::Tensor w_hh_t_scratch = at::empty({R, 4 * H}, options);
+    at::Tensor w_hr_t_scratch = sizes.has_projection ? at::empty({H, R}, options) : at::Tensor();
+    LayerForwardParams<float> params;
+    params.steps = layout.data();
+    params.num_steps = static_cast<int64_t>(layout.size());
+    params.input = input_contiguous.const_data_ptr<float>();
+    params.w_ih = w_ih_contiguous.const_data_ptr<float>();
+    params.bias = has_bias ? bias_contiguous.const_data_ptr<float>() : nullptr;
+    params.w_hh = w_hh_contiguous.const_data_ptr<float>();
+    params.w_hr = sizes.has_projection ? w_hr_contiguous.const_data_ptr<float>() : nullptr;
+    params.h0 = initial_hidden.const_data_ptr<float>();
+    params.c0 = initial_cell.const_data_ptr<float>();
+    params.w_ih_t = w_ih_t_scratch.data_ptr<float>();
+    params.w_hh_t = w_hh_t_scratch.data_ptr<float>();
+    params.w_hr_t = sizes.has_projection ? w_hr_t_scratch.data_ptr<float>() : nullptr;
+    params.gates = gates.data_ptr<float>();
+    params.cells = cells.data_ptr<float>();
+    params.hidden = hidden.data_ptr<float>();
+    params.output = output.data_ptr<float>();
+    params.h_n = h_n.data_ptr<float>();
+    params.c_n = c_n.data_ptr<float>();
+    params.input_size = sizes.input_size;
+    params.hidden_size = H;
+    params.recurrent_size = R;
+    kernels.layer_forward_float(params);
+  } else {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
+                                    "lstm_layer_forward", [&] {
+      const auto step_kernel = KernelsFor<scalar_t>::forward(kernels);
+      TORCH_CHECK(step_kernel != nullptr, "lstm_ext.lstm_layer_forward: no ",
+                  input.scalar_type(), " kernel for ", input.device().type());
+      const at::Tensor w_ih_t = w_ih.t();
+      for (const ForwardStepLayout& step : layout) {
+        if (step.project_rows > 0) {
+          // gates rows = input rows W_ih^T + bias.
+          at::Tensor projected = gates.narrow(0, step.project_gate_row, step.project_rows);
+          const at::Tensor input_rows = input.narrow(0, step.project_row, step.project_rows);
+          if (has_bias) {
+            at::addmm_out(projected, bias, input_rows, w_ih_t);
+          } else {
+            at::mm_out(projected, input_rows, w_ih_t);
+          }
+        }
+        if (step.rows == 0) continue;
+        at::Tensor step_gates_rows = gates.narrow(0, step.gate_row, step.rows);
         if (step.carried_rows > 0) {
           step_gates_rows.narrow(0, 0, step.carried_rows)
-              .addmm_(output.narrow(0, step.carried_offset, step.carried_rows), w_hh_t);
+              .addmm_(output.narrow(0, step.prev_row, step.carried_rows), w_hh_t);
         }
         const int64_t starting_rows = step.rows - step.carried_rows;
         if (starting_rows > 0) {
           step_gates_rows.narrow(0, step.carried_rows, starting_rows)
               .addmm_(initial_hidden.narrow(0, step.carried_rows, starting_rows), w_hh_t);
         }
-      }
 
-      ForwardStepParams<scalar_t> params;
-      params.gates = gates.data_ptr<scalar_t>() + gate_row * 4 * H;
-      params.prev_cell = cells.const_data_ptr<scalar_t>() + (k > 0 ? cell_row(k - 1) : 0) * H;
-      params.initial_cell = initial_cell.const_data_ptr<scalar_t>();
-      params.cell = cells.data_ptr<scalar_t>() + cell_row(k) * H;
-      params.hidden = hidden.data_ptr<scalar_t>() + hidden_row(k) * H;
-      params.rows = step.rows;
-      params.hidden_size = H;
-      params.hidden_stride = H;
-      params.carried_rows = step.carried_rows;
-      if (fused_step_kernel != nullptr) {
-        recurrent.prev_hidden = output.const_data_ptr<scalar_t>() + step.carried_offset * R;
-        fused_step_kernel(params, recurrent);
-      } else {
+        ForwardStepParams<scalar_t> params;
+        params.gates = step_gates_rows.data_ptr<scalar_t>();
+        params.prev_cell = cells.const_data_ptr<scalar_t>() + step.prev_cell_row * H;
+        params.initial_cell = initial_cell.const_data_ptr<scalar_t>();
+        params.cell = cells.data_ptr<scalar_t>() + step.cell_row * H;
+        params.hidden = hidden.data_ptr<scalar_t>() + step.hidden_row * H;
+        params.rows = step.rows;
+        params.hidden_size = H;
+        params.hidden_stride = H;
+        params.carried_rows = step.carried_rows;
         step_kernel(params);
-      }
 
-      if (sizes.has_projection) {
-        at::Tensor step_output = output.narrow(0, step.offset, step.rows);
-        at::mm_out(step_output, hidden.narrow(0, hidden_row(k), step.rows), w_hr->t());
+        if (sizes.has_projection) {
+          at::Tensor step_output = output.narrow(0, step.row, step.rows);
+          at::mm_out(step_output, hidden.narrow(0, step.hidden_row, step.rows), w_hr->t());
+        }
+        const int64_t finished_rows = step.rows - step.finished_from;
+        if (finished_rows > 0) {
+          h_n.narrow(0, step.finished_from, finished_rows)
+              .copy_(output.narrow(0, step.row + step.finished_from, finished_rows));
+          c_n.narrow(0, step.finished_from, finished_rows)
+              .copy_(cells.narrow(0, step.cell_row + step.finished_from, finished_rows));
+        }
       }
-      const int64_t finished_rows = step.rows - step.finished_from;
-      if (finished_rows > 0) {
-        h_n.narrow(0, step.finished_from, finished_rows)
-            .copy_(output.narrow(0, step.offset + step.finished_from, finished_rows));
-        c_n.narrow(0, step.finished_from, finished_rows)
-            .copy_(cells.narrow(0, cell_row(k) + step.finished_from, finished_rows));
-      }
-    }
-  });
+    });
+  }
 
   if (!save_for_backward) {
     return {output, h_n, c_n, empty_saved(input), empty_saved(input), empty_saved(input)};

@@ -21,30 +21,6 @@
 
 namespace lstm_ext {
 
-// The input projection of every step, for backends that run it with their own GEMM:
-// gates = input W_ih^T + bias.
-template <typename scalar_t>
-struct InputProjectionParams {
-  const scalar_t* input;   // (rows, input_size) contiguous
-  const scalar_t* w_ih_t;  // (input_size, gate_size) W_ih transposed, contiguous
-  const scalar_t* bias;    // (gate_size) b_ih + b_hh, or nullptr
-  scalar_t* gates;         // (rows, gate_size) out
-  int64_t rows;
-  int64_t input_size;      // I
-  int64_t gate_size;       // 4H
-};
-
-// The recurrent GEMM of a forward step, for backends that run it inside their step kernel:
-// gates[r] += h_{t-1}[r] W_hh^T, where rows [0, carried_rows) of h_{t-1} are rows of the step
-// processed before and the others rows of h0 (see ForwardStepParams).
-template <typename scalar_t>
-struct RecurrentGemmParams {
-  const scalar_t* prev_hidden;     // (carried_rows, R) h_{t-1} of the carried rows
-  const scalar_t* initial_hidden;  // (>= rows, R) h0, read for rows >= carried_rows
-  const scalar_t* w_hh_t;          // (R, 4H) W_hh transposed, contiguous
-  int64_t recurrent_size;          // R
-};
-
 // The recurrent-gradient GEMM of a backward step, for backends that run it inside their step
 // kernel after the pointwise pass: grad_prev_hidden = grad_gates W_hh.
 template <typename scalar_t>
@@ -54,11 +30,60 @@ struct RecurrentGradGemmParams {
   int64_t recurrent_size;      // R
 };
 
-// One fused pointwise pass of a step, per storage type. The float32 GEMM hooks are optional:
-// when set, `fused_forward_float` and `fused_backward_float` run the recurrent GEMM of a step
-// together with its pointwise pass, and `input_projection_float` the input projection (the
-// CPU path, where raw GEMM kernels in one parallel region per pass beat ATen's calls at every
-// batch size). When null, the driver runs those GEMMs through ATen.
+// Where one forward step reads and writes, in processing order: the driver's per-step loop
+// and a backend's whole-layer kernel walk the same list (built once by the driver).
+struct ForwardStepLayout {
+  int64_t rows;           // batch_sizes[t]
+  int64_t carried_rows;   // rows [0, carried_rows) continue from the step before; the others
+                          // start from h0 and c0 (same row index)
+  int64_t finished_from;  // rows [finished_from, rows) end their sequence here (-> h_n, c_n)
+  int64_t row;            // first packed row of the step (input, output)
+  int64_t prev_row;       // first packed row of the step before: its output rows are h_{t-1}
+  int64_t gate_row;       // first row of the step in the gates buffer
+  int64_t cell_row;       // ... in the cells buffer
+  int64_t prev_cell_row;  // ... of the step before, in the cells buffer
+  int64_t hidden_row;     // ... in the pre-projection hidden buffer (the output without w_hr)
+  // Before this step, the input projection of packed rows [project_row, project_row +
+  // project_rows) into the gates buffer from row project_gate_row (project_rows 0: none).
+  int64_t project_row;
+  int64_t project_rows;
+  int64_t project_gate_row;
+};
+
+// A whole forward layer, for backends that run its step loop in one parallel region. Buffers
+// are indexed by the rows of `steps`; R = P with w_hr, else H. The kernel writes the transposed
+// weights its GEMMs read into the given scratch buffers itself (each thread the columns it
+// reads), which costs less than a separate transposing copy before it.
+template <typename scalar_t>
+struct LayerForwardParams {
+  const ForwardStepLayout* steps;
+  int64_t num_steps;
+  const scalar_t* input;  // (N, I) contiguous
+  const scalar_t* w_ih;   // (4H, I) contiguous
+  const scalar_t* bias;   // (4H) b_ih + b_hh, or nullptr
+  const scalar_t* w_hh;   // (4H, R) contiguous
+  const scalar_t* w_hr;   // (P, H) contiguous, or nullptr without projection
+  const scalar_t* h0;     // (B, R)
+  const scalar_t* c0;     // (B, H)
+  scalar_t* w_ih_t;       // (I, 4H) scratch
+  scalar_t* w_hh_t;       // (R, 4H) scratch
+  scalar_t* w_hr_t;       // (H, P) scratch, or nullptr without projection
+  scalar_t* gates;        // (gate rows, 4H): pre-activations in, activations out
+  scalar_t* cells;        // (cell rows, H)
+  scalar_t* hidden;       // (hidden rows, H) pre-projection h_t; the output without w_hr
+  scalar_t* output;       // (N, R)
+  scalar_t* h_n;          // (B, R)
+  scalar_t* c_n;          // (B, H)
+  int64_t input_size;     // I
+  int64_t hidden_size;    // H
+  int64_t recurrent_size; // R
+};
+
+// One fused pointwise pass of a step, per storage type. The float32 hooks are optional: when
+// set, `layer_forward_float` runs a whole forward layer and `fused_backward_float` the
+// recurrent GEMM of a backward step together with its pointwise pass (the CPU path, where raw
+// GEMM kernels in one parallel region beat ATen's calls at every batch size). When null, the
+// driver runs the GEMMs through ATen.
 struct StepKernels {
   void (*forward_float)(const ForwardStepParams<float>&);
   void (*forward_double)(const ForwardStepParams<double>&);
@@ -68,13 +93,11 @@ struct StepKernels {
   void (*backward_double)(const BackwardStepParams<double>&);
   void (*backward_half)(const BackwardStepParams<c10::Half>&);
   void (*backward_bfloat16)(const BackwardStepParams<c10::BFloat16>&);
-  void (*fused_forward_float)(const ForwardStepParams<float>&, const RecurrentGemmParams<float>&);
   void (*fused_backward_float)(const BackwardStepParams<float>&,
                                const RecurrentGradGemmParams<float>&);
-  void (*input_projection_float)(const InputProjectionParams<float>&);
-  // Rows from which `input_projection_float` runs; below, the transpose of W_ih it needs costs
-  // more than it gains over ATen's GEMM.
-  int64_t input_projection_min_rows;
+  // A whole float32 forward layer (the input projections of the chunks that `steps` name, every
+  // step, the output projection); the driver only allocates and lays out its buffers.
+  void (*layer_forward_float)(const LayerForwardParams<float>&);
   // Bytes of gates per input-projection GEMM (0: one GEMM for the whole layer). A chunk that
   // fits the caches is read back from them by its steps.
   int64_t projection_chunk_bytes;

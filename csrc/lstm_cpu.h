@@ -1,0 +1,22 @@
+// The CPU kernels that lstm_cpu.cpp (step kernels, registration) and lstm_cpu_layer.cpp (the
+// whole-layer forward kernel) share.
+#pragma once
+
+#include <cstdint>
+
+#include "lstm_layer.h"
+
+namespace lstm_ext {
+namespace cpu {
+
+// The forward cell over rows [row_begin, row_end) x hidden columns [col_begin, col_end) of a
+// float32 step (compiled for the widest vectors the machine has).
+void forward_block_float(const ForwardStepParams<float>& params, int64_t row_begin,
+                         int64_t row_end, int64_t col_begin, int64_t col_end);
+
+// A whole float32 forward layer in one parallel region (lstm_cpu_layer.cpp); defined when this
+// torch has oneDNN's float32 batch-reduce GEMM and the build has OpenMP.
+void layer_forward_float(const LayerForwardParams<float>& params);
+
+}  // namespace cpu
+}  // namespace lstm_ext

@@ -1,0 +1,79 @@
+"""The CPU's float32 whole-layer forward kernel (csrc/lstm_cpu_layer.cpp) on the shapes that pick
+its branches: steps of 1-4 rows (the register-tiled recurrent GEMM) and more (brgemm), one thread
+and two (hidden units and projection columns split over threads, with ragged last blocks),
+several input-projection chunks, packed batches in both directions, with and without saving
+activations. Each is compared with torch.nn.LSTM (float32) and, through the operator, with the
+float64 result of the same operator."""
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_sequence
+
+import lstm_ext
+
+TOLERANCE = dict(rtol=2e-5, atol=2e-5)
+
+
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(previous)
+
+
+def make_modules(input_size, hidden_size, proj_size, bidirectional=False):
+    torch.manual_seed(0)
+    reference = torch.nn.LSTM(input_size, hidden_size, proj_size=proj_size,
+                              bidirectional=bidirectional)
+    return reference, lstm_ext.LSTM.from_torch(reference)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 4, 5, 17])
+@pytest.mark.parametrize("hidden_size,proj_size", [(37, 0), (130, 0), (130, 19), (48, 33)])
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
+def test_padded_matches_nn_lstm(threads, batch, hidden_size, proj_size, grad):
+    reference, ext = make_modules(23, hidden_size, proj_size)
+    x = torch.randn(9, batch, 23)
+    h0 = torch.randn(1, batch, proj_size or hidden_size)
+    c0 = torch.randn(1, batch, hidden_size)
+    with torch.set_grad_enabled(grad):
+        expected = reference(x, (h0, c0))
+        actual = ext(x, (h0, c0))
+    torch.testing.assert_close(actual[0], expected[0], **TOLERANCE)
+    torch.testing.assert_close(actual[1], expected[1], **TOLERANCE)
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
+def test_packed_bidirectional_matches_nn_lstm(threads, grad):
+    reference, ext = make_modules(11, 70, 0, bidirectional=True)
+    lengths = [13, 13, 9, 7, 7, 4, 2, 1]
+    packed = pack_sequence([torch.randn(n, 11) for n in lengths], enforce_sorted=False)
+    with torch.set_grad_enabled(grad):
+        expected_output, expected_state = reference(packed)
+        actual_output, actual_state = ext(packed)
+    torch.testing.assert_close(actual_output.data, expected_output.data, **TOLERANCE)
+    torch.testing.assert_close(actual_state, expected_state, **TOLERANCE)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("proj_size", [0, 24])
+def test_many_projection_chunks_match_float64(threads, reverse, proj_size):
+    # 2 MB of gates per chunk: 4 * 130 * 4 bytes per row makes about 1000 rows per chunk, so
+    # 40 steps of 60 rows take three chunks.
+    torch.manual_seed(0)
+    hidden_size, input_size, batch, steps = 130, 16, 60, 40
+    recurrent_size = proj_size or hidden_size
+    args = [torch.randn(steps * batch, input_size), torch.full((steps,), batch),
+            torch.randn(batch, recurrent_size), torch.randn(batch, hidden_size),
+            torch.randn(4 * hidden_size, input_size) * 0.2,
+            torch.randn(4 * hidden_size, recurrent_size) * 0.2,
+            torch.randn(4 * hidden_size), torch.randn(4 * hidden_size),
+            torch.randn(proj_size, hidden_size) * 0.2 if proj_size else None]
+    op = torch.ops.lstm_ext.lstm_layer_forward
+    as_double = [a.double() if a is not None and a.is_floating_point() else a for a in args]
+    expected = op(*as_double, reverse, False)[:3]
+    for save_for_backward in (False, True):
+        actual = op(*args, reverse, save_for_backward)[:3]
+        for a, e in zip(actual, expected):
+            torch.testing.assert_close(a, e.float(), **TOLERANCE)
