@@ -34,6 +34,12 @@ LSTM_EXT_CPU_TARGETS void forward_block_float(const ForwardStepParams<float>& pa
   LSTM_EXT_ELEMENT_LOOP((lstm_forward_element<float, float>))
 }
 
+LSTM_EXT_CPU_TARGETS void backward_block_float(const BackwardStepParams<float>& params,
+                                               int64_t row_begin, int64_t row_end,
+                                               int64_t col_begin, int64_t col_end) {
+  LSTM_EXT_ELEMENT_LOOP((lstm_backward_element<float, float>))
+}
+
 }  // namespace cpu
 
 namespace {
@@ -41,12 +47,6 @@ namespace {
 // Elements (rows x hidden columns) below which a step runs on one thread: a pointwise element
 // costs a few nanoseconds, so smaller passes do not repay waking the other threads.
 constexpr int64_t kParallelGrain = 16384;
-
-// Multiply-adds of a step's recurrent GEMM below which it runs on one thread (about 10 us).
-constexpr int64_t kParallelGemmGrain = int64_t(1) << 20;
-
-// Output columns per task of the backward step's recurrent-gradient GEMM.
-constexpr int64_t kHiddenBlock = 64;
 
 template <typename scalar_t>
 void forward_block(const ForwardStepParams<scalar_t>& params, int64_t row_begin, int64_t row_end,
@@ -67,10 +67,9 @@ void forward_block<float>(const ForwardStepParams<float>& params, int64_t row_be
 }
 
 template <>
-LSTM_EXT_CPU_TARGETS void backward_block<float>(const BackwardStepParams<float>& params,
-                                                int64_t row_begin, int64_t row_end,
-                                                int64_t col_begin, int64_t col_end) {
-  LSTM_EXT_ELEMENT_LOOP((lstm_backward_element<float, float>))
+void backward_block<float>(const BackwardStepParams<float>& params, int64_t row_begin,
+                           int64_t row_end, int64_t col_begin, int64_t col_end) {
+  cpu::backward_block_float(params, row_begin, row_end, col_begin, col_end);
 }
 
 // Row grain of a pointwise pass over (rows, H) elements.
@@ -92,38 +91,14 @@ void backward_step_cpu(const BackwardStepParams<scalar_t>& params) {
   });
 }
 
-#ifdef CPUBLAS_BRGEMM_F32F32F32
-// The pointwise pass of a float32 backward step, then grad_prev_hidden = grad_gates W_hh, each
-// parallel over its own output columns (the GEMM reads every gate column, hence two regions).
-void fused_backward_step_cpu(const BackwardStepParams<float>& params,
-                             const RecurrentGradGemmParams<float>& recurrent) {
-  const int64_t H = params.hidden_size;
-  const int64_t R = recurrent.recurrent_size;
-  const int64_t rows = params.rows;
-  backward_step_cpu(params);
-  const int64_t blocks = (R + kHiddenBlock - 1) / kHiddenBlock;
-  const int64_t grain = rows * 4 * H * R >= kParallelGemmGrain ? 1 : blocks;
-  at::parallel_for(0, blocks, grain, [&](int64_t block_begin, int64_t block_end) {
-    const int64_t col_begin = block_begin * kHiddenBlock;
-    const int64_t cols = std::min(block_end * kHiddenBlock, R) - col_begin;
-    at::native::cpublas::brgemm(rows, cols, 4 * H, 4 * H, R, R, /*add_C=*/false,
-                                params.grad_gates, recurrent.w_hh + col_begin,
-                                recurrent.grad_prev_hidden + col_begin, false);
-    at::native::cpublas::brgemm_release(/*is_vnni=*/false);
-  });
-}
-
-constexpr auto kFusedBackwardFloat = fused_backward_step_cpu;
-#ifdef _OPENMP
+#if defined(CPUBLAS_BRGEMM_F32F32F32) && defined(_OPENMP)
 constexpr auto kLayerForwardFloat = cpu::layer_forward_float;
+constexpr auto kLayerBackwardFloat = cpu::layer_backward_float;
 #else
+// This torch has no float32 batch-reduce GEMM (or the build no OpenMP): the driver runs the
+// GEMMs through ATen.
 constexpr void (*kLayerForwardFloat)(const LayerForwardParams<float>&) = nullptr;
-#endif
-#else
-// This torch has no float32 batch-reduce GEMM: the driver runs the recurrent GEMMs through ATen.
-constexpr void (*kFusedBackwardFloat)(const BackwardStepParams<float>&,
-                                      const RecurrentGradGemmParams<float>&) = nullptr;
-constexpr void (*kLayerForwardFloat)(const LayerForwardParams<float>&) = nullptr;
+constexpr void (*kLayerBackwardFloat)(const LayerBackwardParams<float>&) = nullptr;
 #endif
 
 const StepKernels kCpuStepKernels = {
@@ -131,7 +106,7 @@ const StepKernels kCpuStepKernels = {
     forward_step_cpu<c10::Half>,  forward_step_cpu<c10::BFloat16>,
     backward_step_cpu<float>,     backward_step_cpu<double>,
     backward_step_cpu<c10::Half>, backward_step_cpu<c10::BFloat16>,
-    kFusedBackwardFloat,          kLayerForwardFloat,
+    kLayerForwardFloat,           kLayerBackwardFloat,
     /*projection_chunk_bytes=*/int64_t(2) << 20,
 };
 

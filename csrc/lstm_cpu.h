@@ -1,5 +1,5 @@
 // The CPU kernels that lstm_cpu.cpp (step kernels, registration) and lstm_cpu_layer.cpp (the
-// whole-layer forward kernel) share.
+// whole-layer kernels) share.
 #pragma once
 
 #include <cstdint>
@@ -14,9 +14,14 @@ namespace cpu {
 void forward_block_float(const ForwardStepParams<float>& params, int64_t row_begin,
                          int64_t row_end, int64_t col_begin, int64_t col_end);
 
-// A whole float32 forward layer in one parallel region (lstm_cpu_layer.cpp); defined when this
-// torch has oneDNN's float32 batch-reduce GEMM and the build has OpenMP.
+// The backward cell over rows [row_begin, row_end) x hidden columns [col_begin, col_end).
+void backward_block_float(const BackwardStepParams<float>& params, int64_t row_begin,
+                          int64_t row_end, int64_t col_begin, int64_t col_end);
+
+// The step loops of a whole float32 layer in one parallel region (lstm_cpu_layer.cpp); defined
+// when this torch has oneDNN's float32 batch-reduce GEMM and the build has OpenMP.
 void layer_forward_float(const LayerForwardParams<float>& params);
+void layer_backward_float(const LayerBackwardParams<float>& params);
 
 }  // namespace cpu
 }  // namespace lstm_ext

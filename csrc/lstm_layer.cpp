@@ -52,13 +52,9 @@ std::vector<StepPlan> plan_steps(const std::vector<int64_t>& batch_sizes, bool r
 
 template <typename scalar_t>
 struct KernelsFor;
-#define LSTM_EXT_KERNELS_FOR(scalar_type, suffix, fused_backward_kernel)                       \
+#define LSTM_EXT_KERNELS_FOR(scalar_type, suffix)                                               \
   template <>                                                                                \
   struct KernelsFor<scalar_type> {                                                           \
-    static void (*fused_backward(const StepKernels& kernels))(                               \
-        const BackwardStepParams<scalar_type>&, const RecurrentGradGemmParams<scalar_type>&) { \
-      return fused_backward_kernel;                                                          \
-    }                                                                                        \
     static void (*forward(const StepKernels& kernels))(const ForwardStepParams<scalar_type>&) { \
       return kernels.forward_##suffix;                                                       \
     }                                                                                        \
@@ -67,10 +63,10 @@ struct KernelsFor;
       return kernels.backward_##suffix;                                                      \
     }                                                                                        \
   };
-LSTM_EXT_KERNELS_FOR(float, float, kernels.fused_backward_float)
-LSTM_EXT_KERNELS_FOR(double, double, nullptr)
-LSTM_EXT_KERNELS_FOR(c10::Half, half, nullptr)
-LSTM_EXT_KERNELS_FOR(c10::BFloat16, bfloat16, nullptr)
+LSTM_EXT_KERNELS_FOR(float, float)
+LSTM_EXT_KERNELS_FOR(double, double)
+LSTM_EXT_KERNELS_FOR(c10::Half, half)
+LSTM_EXT_KERNELS_FOR(c10::BFloat16, bfloat16)
 #undef LSTM_EXT_KERNELS_FOR
 
 // Consecutive steps (in processing order) whose input projection runs as one GEMM; their rows
@@ -96,19 +92,19 @@ std::vector<ProjectionChunk> plan_projection_chunks(const std::vector<StepPlan>&
   return chunks;
 }
 
-// The buffers' rows of every step (see ForwardStepLayout). When saving for backward, every
+// The buffers' rows of every step (see StepLayout). When saving for backward, every
 // buffer holds all N packed rows; otherwise the gates hold one projection chunk, the cells two
 // step slots of B rows (this step's and the one before) and the pre-projection hidden state one.
-std::vector<ForwardStepLayout> layout_forward_steps(const std::vector<StepPlan>& plan,
+std::vector<StepLayout> layout_forward_steps(const std::vector<StepPlan>& plan,
                                                     const std::vector<ProjectionChunk>& chunks,
                                                     bool save_for_backward, bool has_projection,
                                                     int64_t batch) {
-  std::vector<ForwardStepLayout> layout(plan.size());
+  std::vector<StepLayout> layout(plan.size());
   int64_t chunk_first_row = 0;  // packed row held by the first row of the gates buffer
   auto next_chunk = chunks.begin();
   for (size_t k = 0; k < plan.size(); ++k) {
     const StepPlan& step = plan[k];
-    ForwardStepLayout& entry = layout[k];
+    StepLayout& entry = layout[k];
     entry.rows = step.rows;
     entry.carried_rows = step.carried_rows;
     entry.finished_from = step.finished_from;
@@ -208,7 +204,7 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
 
   const std::vector<StepPlan> plan = plan_steps(sizes.batch_sizes, reverse);
   const std::vector<ProjectionChunk> chunks = plan_projection_chunks(plan, chunk_target_rows);
-  std::vector<ForwardStepLayout> layout =
+  std::vector<StepLayout> layout =
       layout_forward_steps(plan, chunks, save_for_backward, sizes.has_projection, B);
   int64_t chunk_capacity = 0;
   for (const ProjectionChunk& chunk : chunks) chunk_capacity = std::max(chunk_capacity, chunk.rows);
@@ -258,7 +254,7 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
       TORCH_CHECK(step_kernel != nullptr, "lstm_ext.lstm_layer_forward: no ",
                   input.scalar_type(), " kernel for ", input.device().type());
       const at::Tensor w_ih_t = w_ih.t();
-      for (const ForwardStepLayout& step : layout) {
+      for (const StepLayout& step : layout) {
         if (step.project_rows > 0) {
           // gates rows = input rows W_ih^T + bias.
           at::Tensor projected = gates.narrow(0, step.project_gate_row, step.project_rows);
@@ -349,53 +345,67 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   at::Tensor grad_projected = sizes.has_projection ? at::empty({N, R}, options) : at::Tensor();
   at::Tensor grad_hidden_step = sizes.has_projection ? at::empty({B, H}, options) : at::Tensor();
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
-                                  "lstm_layer_backward", [&] {
-    const auto step_kernel = KernelsFor<scalar_t>::backward(kernels);
-    const auto fused_step_kernel = KernelsFor<scalar_t>::fused_backward(kernels);
-    TORCH_CHECK(step_kernel != nullptr, op, ": no ", input.scalar_type(), " kernel for ",
-                input.device().type());
-    const at::Tensor w_hh_contiguous = w_hh.contiguous();
-    RecurrentGradGemmParams<scalar_t> recurrent;
-    recurrent.grad_prev_hidden = grad_hidden_state.data_ptr<scalar_t>();
-    recurrent.w_hh = w_hh_contiguous.const_data_ptr<scalar_t>();
-    recurrent.recurrent_size = R;
-    for (auto step = plan.rbegin(); step != plan.rend(); ++step) {
-      if (step->rows == 0) continue;
-      BackwardStepParams<scalar_t> params;
-      if (sizes.has_projection) {
-        at::Tensor grad_projected_step = grad_projected.narrow(0, step->offset, step->rows);
-        at::add_out(grad_projected_step, grad_output_rows.narrow(0, step->offset, step->rows),
-                    grad_hidden_state.narrow(0, 0, step->rows));
-        at::Tensor grad_hidden_rows = grad_hidden_step.narrow(0, 0, step->rows);
-        at::mm_out(grad_hidden_rows, grad_projected_step, *w_hr);
-        params.grad_hidden = grad_hidden_step.const_data_ptr<scalar_t>();
-        params.grad_hidden_stride = H;
-        params.grad_hidden_recurrent = nullptr;
-      } else {
-        params.grad_hidden = grad_output_rows.const_data_ptr<scalar_t>() + step->offset * R;
-        params.grad_hidden_stride = R;
-        params.grad_hidden_recurrent = grad_hidden_state.const_data_ptr<scalar_t>();
-      }
-      params.gates = saved_gates.const_data_ptr<scalar_t>() + step->offset * 4 * H;
-      params.cell = saved_cells.const_data_ptr<scalar_t>() + step->offset * H;
-      params.prev_cell = saved_cells.const_data_ptr<scalar_t>() + step->carried_offset * H;
-      params.initial_cell = initial_cell.const_data_ptr<scalar_t>();
-      params.grad_cell = grad_cell_state.data_ptr<scalar_t>();
-      params.grad_gates = grad_gates.data_ptr<scalar_t>() + step->offset * 4 * H;
-      params.rows = step->rows;
-      params.hidden_size = H;
-      params.carried_rows = step->carried_rows;
-      if (fused_step_kernel != nullptr) {
-        fused_step_kernel(params, recurrent);
-      } else {
+  const at::Tensor w_hh_contiguous = w_hh.contiguous();
+  if (kernels.layer_backward_float != nullptr && input.scalar_type() == at::kFloat) {
+    const std::vector<StepLayout> layout =
+        layout_forward_steps(plan, {}, /*save_for_backward=*/true, sizes.has_projection, B);
+    const at::Tensor w_hr_contiguous = sizes.has_projection ? w_hr->contiguous() : at::Tensor();
+    LayerBackwardParams<float> params;
+    params.steps = layout.data();
+    params.num_steps = static_cast<int64_t>(layout.size());
+    params.grad_output = grad_output_rows.const_data_ptr<float>();
+    params.gates = saved_gates.const_data_ptr<float>();
+    params.cells = saved_cells.const_data_ptr<float>();
+    params.c0 = initial_cell.const_data_ptr<float>();
+    params.w_hh = w_hh_contiguous.const_data_ptr<float>();
+    params.w_hr = sizes.has_projection ? w_hr_contiguous.const_data_ptr<float>() : nullptr;
+    params.grad_gates = grad_gates.data_ptr<float>();
+    params.grad_projected = sizes.has_projection ? grad_projected.data_ptr<float>() : nullptr;
+    params.grad_hidden = sizes.has_projection ? grad_hidden_step.data_ptr<float>() : nullptr;
+    params.grad_hidden_state = grad_hidden_state.data_ptr<float>();
+    params.grad_cell_state = grad_cell_state.data_ptr<float>();
+    params.hidden_size = H;
+    params.recurrent_size = R;
+    kernels.layer_backward_float(params);
+  } else {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
+                                    "lstm_layer_backward", [&] {
+      const auto step_kernel = KernelsFor<scalar_t>::backward(kernels);
+      TORCH_CHECK(step_kernel != nullptr, op, ": no ", input.scalar_type(), " kernel for ",
+                  input.device().type());
+      for (auto step = plan.rbegin(); step != plan.rend(); ++step) {
+        if (step->rows == 0) continue;
+        BackwardStepParams<scalar_t> params;
+        if (sizes.has_projection) {
+          at::Tensor grad_projected_step = grad_projected.narrow(0, step->offset, step->rows);
+          at::add_out(grad_projected_step, grad_output_rows.narrow(0, step->offset, step->rows),
+                      grad_hidden_state.narrow(0, 0, step->rows));
+          at::Tensor grad_hidden_rows = grad_hidden_step.narrow(0, 0, step->rows);
+          at::mm_out(grad_hidden_rows, grad_projected_step, *w_hr);
+          params.grad_hidden = grad_hidden_step.const_data_ptr<scalar_t>();
+          params.grad_hidden_stride = H;
+          params.grad_hidden_recurrent = nullptr;
+        } else {
+          params.grad_hidden = grad_output_rows.const_data_ptr<scalar_t>() + step->offset * R;
+          params.grad_hidden_stride = R;
+          params.grad_hidden_recurrent = grad_hidden_state.const_data_ptr<scalar_t>();
+        }
+        params.gates = saved_gates.const_data_ptr<scalar_t>() + step->offset * 4 * H;
+        params.cell = saved_cells.const_data_ptr<scalar_t>() + step->offset * H;
+        params.prev_cell = saved_cells.const_data_ptr<scalar_t>() + step->carried_offset * H;
+        params.initial_cell = initial_cell.const_data_ptr<scalar_t>();
+        params.grad_cell = grad_cell_state.data_ptr<scalar_t>();
+        params.grad_gates = grad_gates.data_ptr<scalar_t>() + step->offset * 4 * H;
+        params.rows = step->rows;
+        params.hidden_size = H;
+        params.carried_rows = step->carried_rows;
         step_kernel(params);
         at::Tensor grad_hidden_state_rows = grad_hidden_state.narrow(0, 0, step->rows);
         at::mm_out(grad_hidden_state_rows, grad_gates.narrow(0, step->offset, step->rows),
                    w_hh_contiguous);
       }
-    }
-  });
+    });
+  }
   const at::Tensor previous_hidden = gather_previous_hidden(plan, output, initial_hidden);
 
   // Weight, bias and input gradients: one GEMM or reduction each over all N rows.

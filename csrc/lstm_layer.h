@@ -21,18 +21,10 @@
 
 namespace lstm_ext {
 
-// The recurrent-gradient GEMM of a backward step, for backends that run it inside their step
-// kernel after the pointwise pass: grad_prev_hidden = grad_gates W_hh.
-template <typename scalar_t>
-struct RecurrentGradGemmParams {
-  scalar_t* grad_prev_hidden;  // (rows, R) out: dL/dh_{t-1}
-  const scalar_t* w_hh;        // (4H, R) contiguous
-  int64_t recurrent_size;      // R
-};
-
-// Where one forward step reads and writes, in processing order: the driver's per-step loop
-// and a backend's whole-layer kernel walk the same list (built once by the driver).
-struct ForwardStepLayout {
+// Where one step reads and writes, in the forward pass's processing order: the driver's
+// per-step loops and a backend's whole-layer kernels walk the same list (built once by the
+// driver; backward walks it from the end, with every buffer holding all N rows).
+struct StepLayout {
   int64_t rows;           // batch_sizes[t]
   int64_t carried_rows;   // rows [0, carried_rows) continue from the step before; the others
                           // start from h0 and c0 (same row index)
@@ -56,7 +48,7 @@ struct ForwardStepLayout {
 // reads), which costs less than a separate transposing copy before it.
 template <typename scalar_t>
 struct LayerForwardParams {
-  const ForwardStepLayout* steps;
+  const StepLayout* steps;
   int64_t num_steps;
   const scalar_t* input;  // (N, I) contiguous
   const scalar_t* w_ih;   // (4H, I) contiguous
@@ -79,11 +71,32 @@ struct LayerForwardParams {
   int64_t recurrent_size; // R
 };
 
+// A whole backward layer's step loop, for backends that run it in one parallel region; the
+// weight gradients are GEMMs over all rows after it, run by the driver. Buffers hold all N
+// rows; R = P with w_hr, else H.
+template <typename scalar_t>
+struct LayerBackwardParams {
+  const StepLayout* steps;      // in forward processing order; walked from the end
+  int64_t num_steps;
+  const scalar_t* grad_output;  // (N, R) contiguous
+  const scalar_t* gates;        // (N, 4H) saved activations
+  const scalar_t* cells;        // (N, H) saved c_t
+  const scalar_t* c0;           // (B, H)
+  const scalar_t* w_hh;         // (4H, R) contiguous
+  const scalar_t* w_hr;         // (P, H) contiguous, or nullptr without projection
+  scalar_t* grad_gates;         // (N, 4H) out
+  scalar_t* grad_projected;     // (N, P) out: dL/d(projected h_t), or nullptr
+  scalar_t* grad_hidden;        // (B, H) scratch: dL/dh_t before the projection, or nullptr
+  scalar_t* grad_hidden_state;  // (B, R) in: dL/dh_n; out: dL/dh0
+  scalar_t* grad_cell_state;    // (B, H) in: dL/dc_n; out: dL/dc0
+  int64_t hidden_size;          // H
+  int64_t recurrent_size;       // R
+};
+
 // One fused pointwise pass of a step, per storage type. The float32 hooks are optional: when
-// set, `layer_forward_float` runs a whole forward layer and `fused_backward_float` the
-// recurrent GEMM of a backward step together with its pointwise pass (the CPU path, where raw
-// GEMM kernels in one parallel region beat ATen's calls at every batch size). When null, the
-// driver runs the GEMMs through ATen.
+// set, `layer_forward_float` and `layer_backward_float` run the step loops of a whole layer
+// (the CPU path, where raw GEMM kernels in one parallel region beat per-step ATen calls at
+// every batch size). When null, the driver runs the GEMMs through ATen.
 struct StepKernels {
   void (*forward_float)(const ForwardStepParams<float>&);
   void (*forward_double)(const ForwardStepParams<double>&);
@@ -93,11 +106,10 @@ struct StepKernels {
   void (*backward_double)(const BackwardStepParams<double>&);
   void (*backward_half)(const BackwardStepParams<c10::Half>&);
   void (*backward_bfloat16)(const BackwardStepParams<c10::BFloat16>&);
-  void (*fused_backward_float)(const BackwardStepParams<float>&,
-                               const RecurrentGradGemmParams<float>&);
   // A whole float32 forward layer (the input projections of the chunks that `steps` name, every
   // step, the output projection); the driver only allocates and lays out its buffers.
   void (*layer_forward_float)(const LayerForwardParams<float>&);
+  void (*layer_backward_float)(const LayerBackwardParams<float>&);
   // Bytes of gates per input-projection GEMM (0: one GEMM for the whole layer). A chunk that
   // fits the caches is read back from them by its steps.
   int64_t projection_chunk_bytes;

@@ -1,9 +1,9 @@
-"""The CPU's float32 whole-layer forward kernel (csrc/lstm_cpu_layer.cpp) on the shapes that pick
-its branches: steps of 1-4 rows (the register-tiled recurrent GEMM) and more (brgemm), one thread
-and two (hidden units and projection columns split over threads, with ragged last blocks),
-several input-projection chunks, packed batches in both directions, with and without saving
-activations. Each is compared with torch.nn.LSTM (float32) and, through the operator, with the
-float64 result of the same operator."""
+"""The CPU's float32 whole-layer kernels (csrc/lstm_cpu_layer.cpp, forward and backward) on the
+shapes that pick their branches: steps of 1-4 rows (the register-tiled GEMMs) and more
+(brgemm), one thread and two (hidden units and projection columns split over threads, with
+ragged last blocks), several input-projection chunks, packed batches in both directions, with
+and without saving activations. Each is compared with torch.nn.LSTM (float32: outputs, states
+and every gradient) or, through the operator, with the float64 result of the same operator."""
 
 import pytest
 import torch
@@ -29,19 +29,40 @@ def make_modules(input_size, hidden_size, proj_size, bidirectional=False):
     return reference, lstm_ext.LSTM.from_torch(reference)
 
 
+def gradients(module, output, state, leaves):
+    """Gradients of a fixed random function of (output, h_n, c_n) by the leaves and weights."""
+    generator = torch.Generator().manual_seed(1)
+    loss = sum((tensor * torch.randn(tensor.shape, generator=generator)).sum()
+               for tensor in (output, *state))
+    return torch.autograd.grad(loss, [*leaves, *module.parameters()])
+
+
 @pytest.mark.parametrize("batch", [1, 2, 3, 4, 5, 17])
 @pytest.mark.parametrize("hidden_size,proj_size", [(37, 0), (130, 0), (130, 19), (48, 33)])
-@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
-def test_padded_matches_nn_lstm(threads, batch, hidden_size, proj_size, grad):
+def test_inference_matches_nn_lstm(threads, batch, hidden_size, proj_size):
     reference, ext = make_modules(23, hidden_size, proj_size)
     x = torch.randn(9, batch, 23)
-    h0 = torch.randn(1, batch, proj_size or hidden_size)
-    c0 = torch.randn(1, batch, hidden_size)
-    with torch.set_grad_enabled(grad):
-        expected = reference(x, (h0, c0))
-        actual = ext(x, (h0, c0))
-    torch.testing.assert_close(actual[0], expected[0], **TOLERANCE)
-    torch.testing.assert_close(actual[1], expected[1], **TOLERANCE)
+    hx = (torch.randn(1, batch, proj_size or hidden_size), torch.randn(1, batch, hidden_size))
+    with torch.no_grad():
+        expected = reference(x, hx)
+        actual = ext(x, hx)
+    torch.testing.assert_close(actual, expected, **TOLERANCE)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 4, 5, 17])
+@pytest.mark.parametrize("hidden_size,proj_size", [(37, 0), (130, 0), (130, 19), (48, 33)])
+def test_training_matches_nn_lstm(threads, batch, hidden_size, proj_size):
+    reference, ext = make_modules(23, hidden_size, proj_size)
+    x = torch.randn(9, batch, 23, requires_grad=True)
+    h0 = torch.randn(1, batch, proj_size or hidden_size, requires_grad=True)
+    c0 = torch.randn(1, batch, hidden_size, requires_grad=True)
+    expected_output, expected_state = reference(x, (h0, c0))
+    actual_output, actual_state = ext(x, (h0, c0))
+    torch.testing.assert_close(actual_output, expected_output, **TOLERANCE)
+    torch.testing.assert_close(actual_state, expected_state, **TOLERANCE)
+    expected_grads = gradients(reference, expected_output, expected_state, (x, h0, c0))
+    actual_grads = gradients(ext, actual_output, actual_state, (x, h0, c0))
+    torch.testing.assert_close(actual_grads, expected_grads, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
@@ -49,11 +70,16 @@ def test_packed_bidirectional_matches_nn_lstm(threads, grad):
     reference, ext = make_modules(11, 70, 0, bidirectional=True)
     lengths = [13, 13, 9, 7, 7, 4, 2, 1]
     packed = pack_sequence([torch.randn(n, 11) for n in lengths], enforce_sorted=False)
+    packed.data.requires_grad_(grad)
     with torch.set_grad_enabled(grad):
         expected_output, expected_state = reference(packed)
         actual_output, actual_state = ext(packed)
     torch.testing.assert_close(actual_output.data, expected_output.data, **TOLERANCE)
     torch.testing.assert_close(actual_state, expected_state, **TOLERANCE)
+    if grad:
+        expected_grads = gradients(reference, expected_output.data, expected_state, [packed.data])
+        actual_grads = gradients(ext, actual_output.data, actual_state, [packed.data])
+        torch.testing.assert_close(actual_grads, expected_grads, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("reverse", [False, True])

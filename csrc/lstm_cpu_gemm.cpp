@@ -1,0 +1,204 @@
+#include "lstm_cpu_gemm.h"
+
+#include <ATen/native/CPUBlas.h>
+
+#include <algorithm>
+
+// Built with the layer kernels that use it (see lstm_cpu_layer.cpp).
+#ifdef CPUBLAS_BRGEMM_F32F32F32
+
+namespace lstm_ext {
+namespace cpu {
+namespace {
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define LSTM_EXT_GEMM_TARGETS \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define LSTM_EXT_GEMM_TARGETS
+#endif
+#define LSTM_EXT_INLINE inline __attribute__((always_inline))
+
+// 16 floats; aligned(4) lets it load from and store to any float address.
+typedef float FloatVector __attribute__((vector_size(64), aligned(4)));
+constexpr int64_t kFloatVectorSize = 16;
+
+struct SmallGemm {
+  int64_t block_stride, K;
+  const float* A;
+  int64_t lda;
+  const float* B;
+  int64_t ldb;
+  float* C;
+  int64_t ldc;
+  bool add_C;
+};
+
+// kRows x (kBlocks x kVectors vectors) of C, from column `col` of each block.
+template <int64_t kRows, int64_t kBlocks, int64_t kVectors>
+LSTM_EXT_INLINE void small_gemm_tile(const SmallGemm& g, int64_t col) {
+  FloatVector sums[kRows][kBlocks][kVectors];
+  for (int64_t r = 0; r < kRows; ++r) {
+    for (int64_t b = 0; b < kBlocks; ++b) {
+      for (int64_t v = 0; v < kVectors; ++v) {
+        sums[r][b][v] = g.add_C ? *reinterpret_cast<const FloatVector*>(
+                                      g.C + r * g.ldc + b * g.block_stride + col +
+                                      v * kFloatVectorSize)
+                                : FloatVector{};
+      }
+    }
+  }
+  for (int64_t k = 0; k < g.K; ++k) {
+    const float* b_row = g.B + k * g.ldb + col;
+    for (int64_t b = 0; b < kBlocks; ++b) {
+      for (int64_t v = 0; v < kVectors; ++v) {
+        const FloatVector w = *reinterpret_cast<const FloatVector*>(b_row + b * g.block_stride +
+                                                                    v * kFloatVectorSize);
+        for (int64_t r = 0; r < kRows; ++r) sums[r][b][v] += g.A[r * g.lda + k] * w;
+      }
+    }
+  }
+  for (int64_t r = 0; r < kRows; ++r) {
+    for (int64_t b = 0; b < kBlocks; ++b) {
+      for (int64_t v = 0; v < kVectors; ++v) {
+        *reinterpret_cast<FloatVector*>(g.C + r * g.ldc + b * g.block_stride + col +
+                                        v * kFloatVectorSize) = sums[r][b][v];
+      }
+    }
+  }
+}
+
+// Columns [col, col_end) in tiles of kVectors vectors, then single vectors, then one by one.
+template <int64_t kRows, int64_t kBlocks, int64_t kVectors>
+LSTM_EXT_INLINE void small_gemm_rows(const SmallGemm& g, int64_t col, int64_t col_end) {
+  for (; col + kVectors * kFloatVectorSize <= col_end; col += kVectors * kFloatVectorSize) {
+    small_gemm_tile<kRows, kBlocks, kVectors>(g, col);
+  }
+  for (; col + kFloatVectorSize <= col_end; col += kFloatVectorSize) {
+    small_gemm_tile<kRows, kBlocks, 1>(g, col);
+  }
+  for (; col < col_end; ++col) {
+    for (int64_t r = 0; r < kRows; ++r) {
+      for (int64_t b = 0; b < kBlocks; ++b) {
+        float* c = g.C + r * g.ldc + b * g.block_stride + col;
+        float sum = g.add_C ? *c : 0.0f;
+        for (int64_t k = 0; k < g.K; ++k) {
+          sum += g.A[r * g.lda + k] * g.B[k * g.ldb + b * g.block_stride + col];
+        }
+        *c = sum;
+      }
+    }
+  }
+}
+
+// Tile widths keep 8-16 independent vectors of sums per row count (enough to hide the FMA
+// latency, few enough for the 32 vector registers).
+LSTM_EXT_GEMM_TARGETS void small_gemm_four_blocks(int64_t rows, const SmallGemm& g, int64_t col,
+                                                  int64_t col_end) {
+  switch (rows) {
+    case 1: small_gemm_rows<1, 4, 4>(g, col, col_end); break;
+    case 2: small_gemm_rows<2, 4, 2>(g, col, col_end); break;
+    case 3: small_gemm_rows<3, 4, 1>(g, col, col_end); break;
+    case 4: small_gemm_rows<4, 4, 1>(g, col, col_end); break;
+    default: break;
+  }
+}
+
+LSTM_EXT_GEMM_TARGETS void small_gemm_one_block(int64_t rows, const SmallGemm& g, int64_t col,
+                                                int64_t col_end) {
+  switch (rows) {
+    case 1: small_gemm_rows<1, 1, 8>(g, col, col_end); break;
+    case 2: small_gemm_rows<2, 1, 4>(g, col, col_end); break;
+    case 3: small_gemm_rows<3, 1, 4>(g, col, col_end); break;
+    case 4: small_gemm_rows<4, 1, 2>(g, col, col_end); break;
+    default: break;
+  }
+}
+
+typedef float Float8 __attribute__((vector_size(32), aligned(4)));
+typedef int32_t Int8 __attribute__((vector_size(32)));
+
+// dst (8 x 8; row stride ld_dst) = src (8 x 8; row stride ld_src) transposed, in registers.
+LSTM_EXT_INLINE void transpose_8x8(const float* src, int64_t ld_src,
+                                                        float* dst, int64_t ld_dst) {
+  Float8 rows[8];
+  for (int64_t i = 0; i < 8; ++i) rows[i] = *reinterpret_cast<const Float8*>(src + i * ld_src);
+  // Interleave pairs of rows, then pairs of pairs, then the 128-bit halves.
+  Float8 pairs[8];
+  for (int64_t i = 0; i < 8; i += 2) {
+    pairs[i] = __builtin_shuffle(rows[i], rows[i + 1], Int8{0, 8, 1, 9, 4, 12, 5, 13});
+    pairs[i + 1] = __builtin_shuffle(rows[i], rows[i + 1], Int8{2, 10, 3, 11, 6, 14, 7, 15});
+  }
+  Float8 quads[8];
+  for (int64_t i = 0; i < 8; i += 4) {
+    for (int64_t half = 0; half < 2; ++half) {
+      quads[i + 2 * half] = __builtin_shuffle(pairs[i + half], pairs[i + half + 2],
+                                              Int8{0, 1, 8, 9, 4, 5, 12, 13});
+      quads[i + 2 * half + 1] = __builtin_shuffle(pairs[i + half], pairs[i + half + 2],
+                                                  Int8{2, 3, 10, 11, 6, 7, 14, 15});
+    }
+  }
+  // quads[j] holds columns j and j + 4 of rows 0-3 (quads[4 + j]: of rows 4-7), j < 4.
+  for (int64_t j = 0; j < 4; ++j) {
+    *reinterpret_cast<Float8*>(dst + j * ld_dst) =
+        __builtin_shuffle(quads[j], quads[4 + j], Int8{0, 1, 2, 3, 8, 9, 10, 11});
+    *reinterpret_cast<Float8*>(dst + (j + 4) * ld_dst) =
+        __builtin_shuffle(quads[j], quads[4 + j], Int8{4, 5, 6, 7, 12, 13, 14, 15});
+  }
+}
+
+// The columns [column_begin, column_end) of a transposed weight: w_t (K, ld_t) from the same
+// rows of w (rows, K) contiguous; 8 x 8 blocks in registers, the edges one element at a time.
+LSTM_EXT_GEMM_TARGETS void transpose_rows_impl(const float* w, int64_t K, int64_t column_begin,
+                                                int64_t column_end, float* w_t, int64_t ld_t) {
+  const int64_t K8 = K / 8 * 8;
+  const int64_t row_end8 = column_begin + (column_end - column_begin) / 8 * 8;
+  // Eight rows of w_t at a time, each written front to back (eight store streams).
+  for (int64_t k = 0; k < K8; k += 8) {
+    for (int64_t row = column_begin; row < row_end8; row += 8) {
+      transpose_8x8(w + row * K + k, K, w_t + k * ld_t + row, ld_t);
+    }
+  }
+  for (int64_t k = K8; k < K; ++k) {
+    for (int64_t r = column_begin; r < row_end8; ++r) w_t[k * ld_t + r] = w[r * K + k];
+  }
+  const int64_t row = row_end8;
+  for (int64_t k = 0; k < K; ++k) {
+    for (int64_t r = row; r < column_end; ++r) w_t[k * ld_t + r] = w[r * K + k];
+  }
+}
+
+}  // namespace
+
+void gemm_block(int64_t rows, int64_t cols, int64_t K, int64_t lda, int64_t ldb, int64_t ldc,
+                bool add_C, const float* A, const float* B, float* C) {
+  if (rows == 0 || cols == 0) return;
+  if (K == 0) {
+    if (!add_C) {
+      for (int64_t row = 0; row < rows; ++row) std::fill_n(C + row * ldc, cols, 0.0f);
+    }
+    return;
+  }
+  at::native::cpublas::brgemm(rows, cols, K, lda, ldb, ldc, add_C, A, B, C, /*is_vnni=*/false);
+}
+
+void small_gemm(int64_t rows, int64_t blocks, int64_t block_stride, int64_t col_begin,
+                int64_t col_end, int64_t K, const float* A, int64_t lda, const float* B,
+                int64_t ldb, float* C, int64_t ldc, bool add_C) {
+  const SmallGemm g{block_stride, K, A, lda, B, ldb, C, ldc, add_C};
+  if (blocks == 4) {
+    small_gemm_four_blocks(rows, g, col_begin, col_end);
+  } else {
+    small_gemm_one_block(rows, g, col_begin, col_end);
+  }
+}
+
+void transpose_rows(const float* w, int64_t K, int64_t column_begin, int64_t column_end,
+                    float* w_t, int64_t ld_t) {
+  transpose_rows_impl(w, K, column_begin, column_end, w_t, ld_t);
+}
+
+}  // namespace cpu
+}  // namespace lstm_ext
+
+#endif

@@ -1,0 +1,35 @@
+// The GEMM building blocks of the CPU layer kernels (lstm_cpu_layer.cpp): oneDNN's brgemm for
+// blocks of many rows, register-tiled loops for steps of a few rows, and weight transposes.
+// Matrices are row-major float32 with the given row strides (ld*).
+#pragma once
+
+#include <cstdint>
+
+namespace lstm_ext {
+namespace cpu {
+
+// Steps of at most this many rows run `small_gemm` instead of brgemm, which costs about a
+// microsecond per call whatever its size.
+constexpr int64_t kSmallRows = 4;
+
+// C (rows, cols) = [C +] A (rows, K) B (K, cols) through oneDNN's batch-reduce GEMM kernel;
+// any size, zero included.
+void gemm_block(int64_t rows, int64_t cols, int64_t K, int64_t lda, int64_t ldb, int64_t ldc,
+                bool add_C, const float* A, const float* B, float* C);
+
+// For rows <= kSmallRows, over `blocks` (1 or 4) column blocks spaced block_stride apart and the
+// columns [col_begin, col_end) of each:
+//   C[r, b * block_stride + c] = [C[r, ...] +] sum_k A[r, k] B[k, b * block_stride + c].
+// With the four gate blocks of W_hh^T, one pass over its rows serves a thread's hidden units of
+// all four gates, with up to 16 vectors of sums in registers.
+void small_gemm(int64_t rows, int64_t blocks, int64_t block_stride, int64_t col_begin,
+                int64_t col_end, int64_t K, const float* A, int64_t lda, const float* B,
+                int64_t ldb, float* C, int64_t ldc, bool add_C);
+
+// The columns [column_begin, column_end) of a transposed weight: w_t (K, ld_t) from the same
+// rows of w (rows, K) contiguous.
+void transpose_rows(const float* w, int64_t K, int64_t column_begin, int64_t column_end,
+                    float* w_t, int64_t ld_t);
+
+}  // namespace cpu
+}  // namespace lstm_ext
