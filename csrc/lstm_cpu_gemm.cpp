@@ -68,24 +68,27 @@ LSTM_EXT_INLINE void small_gemm_tile(const SmallGemm& g, int64_t col) {
   }
 }
 
-// Columns [col, col_end) in tiles of kVectors vectors, then single vectors, then one by one.
+// Columns [col, col_end) in tiles of kVectors vectors, then of half as many (down to one
+// vector: narrower tiles keep fewer sums in flight but still beat a loop per vector), then one
+// column at a time.
 template <int64_t kRows, int64_t kBlocks, int64_t kVectors>
 LSTM_EXT_INLINE void small_gemm_rows(const SmallGemm& g, int64_t col, int64_t col_end) {
   for (; col + kVectors * kFloatVectorSize <= col_end; col += kVectors * kFloatVectorSize) {
     small_gemm_tile<kRows, kBlocks, kVectors>(g, col);
   }
-  for (; col + kFloatVectorSize <= col_end; col += kFloatVectorSize) {
-    small_gemm_tile<kRows, kBlocks, 1>(g, col);
-  }
-  for (; col < col_end; ++col) {
-    for (int64_t r = 0; r < kRows; ++r) {
-      for (int64_t b = 0; b < kBlocks; ++b) {
-        float* c = g.C + r * g.ldc + b * g.block_stride + col;
-        float sum = g.add_C ? *c : 0.0f;
-        for (int64_t k = 0; k < g.K; ++k) {
-          sum += g.A[r * g.lda + k] * g.B[k * g.ldb + b * g.block_stride + col];
+  if constexpr (kVectors > 1) {
+    small_gemm_rows<kRows, kBlocks, kVectors / 2>(g, col, col_end);
+  } else {
+    for (; col < col_end; ++col) {
+      for (int64_t r = 0; r < kRows; ++r) {
+        for (int64_t b = 0; b < kBlocks; ++b) {
+          float* c = g.C + r * g.ldc + b * g.block_stride + col;
+          float sum = g.add_C ? *c : 0.0f;
+          for (int64_t k = 0; k < g.K; ++k) {
+            sum += g.A[r * g.lda + k] * g.B[k * g.ldb + b * g.block_stride + col];
+          }
+          *c = sum;
         }
-        *c = sum;
       }
     }
   }

@@ -198,12 +198,16 @@ class LSTM(nn.Module):
                            else direction_outputs[0])
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, p=self.dropout, training=True)
+        if len(final_hidden) == 1:  # a view instead of a copy
+            return layer_input, final_hidden[0].unsqueeze(0), final_cell[0].unsqueeze(0)
         return layer_input, torch.stack(final_hidden), torch.stack(final_cell)
 
     def _weights(self, state_index, compute_dtype):
         """(w_ih, w_hh, b_ih, b_hh, w_hr) of one layer and direction, None where absent."""
         suffix = self._weight_suffixes[state_index]
-        weights = [getattr(self, name + suffix, None)
+        # Straight from the parameter dict: nn.Module.__getattr__ costs microseconds a call.
+        parameters = self._parameters
+        weights = [parameters.get(name + suffix)
                    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")]
         if compute_dtype is not None:
             weights = [w.to(compute_dtype) if w is not None else None for w in weights]

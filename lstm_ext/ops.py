@@ -84,6 +84,25 @@ torch.library.register_autograd("lstm_ext::lstm_layer_forward", _backward,
                                 setup_context=_setup_context)
 
 
+class _EagerLayerFunction(torch.autograd.Function):
+    """lstm_layer_forward's autograd in eager mode: the same setup_context and backward as its
+    registration above, without the generic wrapper's per-call schema handling (about 60 us a
+    call, which a small layer notices). Traced code and functorch transforms use the operator's
+    registration."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        with torch._C._AutoDispatchBelowAutograd():
+            output = torch.ops.lstm_ext.lstm_layer_forward(*inputs)
+        _setup_context(ctx, inputs, output)
+        ctx.mark_non_differentiable(*output[3:])
+        return output
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return _backward(ctx, *grads)
+
+
 def lstm_layer(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None,
                reverse=False):
     """One LSTM layer in one direction over packed time-major rows; differentiable.
@@ -97,6 +116,9 @@ def lstm_layer(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_h
     tensors = (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
     save_for_backward = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in tensors)
-    output, h_n, c_n, *_ = torch.ops.lstm_ext.lstm_layer_forward(
-        input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_for_backward)
+    args = (input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_for_backward)
+    eager_autograd = (save_for_backward and not torch.compiler.is_compiling()
+                      and not torch._C._are_functorch_transforms_active())
+    forward = _EagerLayerFunction.apply if eager_autograd else torch.ops.lstm_ext.lstm_layer_forward
+    output, h_n, c_n, *_ = forward(*args)
     return output, h_n, c_n
