@@ -38,7 +38,7 @@ def gradients(module, output, state, leaves):
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3, 4, 5, 17])
-@pytest.mark.parametrize("hidden_size,proj_size", [(37, 0), (130, 0), (130, 19), (48, 33)])
+@pytest.mark.parametrize("hidden_size,proj_size", [(37, 0), (130, 0), (130, 19), (48, 33), (300, 0)])
 def test_inference_matches_nn_lstm(threads, batch, hidden_size, proj_size):
     reference, ext = make_modules(23, hidden_size, proj_size)
     x = torch.randn(9, batch, 23)
@@ -50,7 +50,7 @@ def test_inference_matches_nn_lstm(threads, batch, hidden_size, proj_size):
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3, 4, 5, 17])
-@pytest.mark.parametrize("hidden_size,proj_size", [(37, 0), (130, 0), (130, 19), (48, 33)])
+@pytest.mark.parametrize("hidden_size,proj_size", [(37, 0), (130, 0), (130, 19), (48, 33), (300, 0)])
 def test_training_matches_nn_lstm(threads, batch, hidden_size, proj_size):
     reference, ext = make_modules(23, hidden_size, proj_size)
     x = torch.randn(9, batch, 23, requires_grad=True)
