@@ -24,7 +24,7 @@ typedef float FloatVector __attribute__((vector_size(64), aligned(4)));
 constexpr int64_t kFloatVectorSize = 16;
 
 struct SmallGemm {
-  int64_t block_stride, K;
+  int64_t b_block_stride, c_block_stride, K;
   const float* A;
   int64_t lda;
   const float* B;
@@ -42,7 +42,7 @@ LSTM_EXT_INLINE void small_gemm_tile(const SmallGemm& g, int64_t col) {
     for (int64_t b = 0; b < kBlocks; ++b) {
       for (int64_t v = 0; v < kVectors; ++v) {
         sums[r][b][v] = g.add_C ? *reinterpret_cast<const FloatVector*>(
-                                      g.C + r * g.ldc + b * g.block_stride + col +
+                                      g.C + r * g.ldc + b * g.c_block_stride + col +
                                       v * kFloatVectorSize)
                                 : FloatVector{};
       }
@@ -52,7 +52,7 @@ LSTM_EXT_INLINE void small_gemm_tile(const SmallGemm& g, int64_t col) {
     const float* b_row = g.B + k * g.ldb + col;
     for (int64_t b = 0; b < kBlocks; ++b) {
       for (int64_t v = 0; v < kVectors; ++v) {
-        const FloatVector w = *reinterpret_cast<const FloatVector*>(b_row + b * g.block_stride +
+        const FloatVector w = *reinterpret_cast<const FloatVector*>(b_row + b * g.b_block_stride +
                                                                     v * kFloatVectorSize);
         for (int64_t r = 0; r < kRows; ++r) sums[r][b][v] += g.A[r * g.lda + k] * w;
       }
@@ -61,7 +61,7 @@ LSTM_EXT_INLINE void small_gemm_tile(const SmallGemm& g, int64_t col) {
   for (int64_t r = 0; r < kRows; ++r) {
     for (int64_t b = 0; b < kBlocks; ++b) {
       for (int64_t v = 0; v < kVectors; ++v) {
-        *reinterpret_cast<FloatVector*>(g.C + r * g.ldc + b * g.block_stride + col +
+        *reinterpret_cast<FloatVector*>(g.C + r * g.ldc + b * g.c_block_stride + col +
                                         v * kFloatVectorSize) = sums[r][b][v];
       }
     }
@@ -82,10 +82,10 @@ LSTM_EXT_INLINE void small_gemm_rows(const SmallGemm& g, int64_t col, int64_t co
     for (; col < col_end; ++col) {
       for (int64_t r = 0; r < kRows; ++r) {
         for (int64_t b = 0; b < kBlocks; ++b) {
-          float* c = g.C + r * g.ldc + b * g.block_stride + col;
+          float* c = g.C + r * g.ldc + b * g.c_block_stride + col;
           float sum = g.add_C ? *c : 0.0f;
           for (int64_t k = 0; k < g.K; ++k) {
-            sum += g.A[r * g.lda + k] * g.B[k * g.ldb + b * g.block_stride + col];
+            sum += g.A[r * g.lda + k] * g.B[k * g.ldb + b * g.b_block_stride + col];
           }
           *c = sum;
         }
@@ -185,10 +185,10 @@ void gemm_block(int64_t rows, int64_t cols, int64_t K, int64_t lda, int64_t ldb,
   at::native::cpublas::brgemm(rows, cols, K, lda, ldb, ldc, add_C, A, B, C, /*is_vnni=*/false);
 }
 
-void small_gemm(int64_t rows, int64_t blocks, int64_t block_stride, int64_t col_begin,
-                int64_t col_end, int64_t K, const float* A, int64_t lda, const float* B,
-                int64_t ldb, float* C, int64_t ldc, bool add_C) {
-  const SmallGemm g{block_stride, K, A, lda, B, ldb, C, ldc, add_C};
+void small_gemm(int64_t rows, int64_t blocks, int64_t b_block_stride, int64_t c_block_stride,
+                int64_t col_begin, int64_t col_end, int64_t K, const float* A, int64_t lda,
+                const float* B, int64_t ldb, float* C, int64_t ldc, bool add_C) {
+  const SmallGemm g{b_block_stride, c_block_stride, K, A, lda, B, ldb, C, ldc, add_C};
   if (blocks == 4) {
     small_gemm_four_blocks(rows, g, col_begin, col_end);
   } else {

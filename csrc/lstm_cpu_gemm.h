@@ -17,14 +17,15 @@ constexpr int64_t kSmallRows = 4;
 void gemm_block(int64_t rows, int64_t cols, int64_t K, int64_t lda, int64_t ldb, int64_t ldc,
                 bool add_C, const float* A, const float* B, float* C);
 
-// For rows <= kSmallRows, over `blocks` (1 or 4) column blocks spaced block_stride apart and the
-// columns [col_begin, col_end) of each:
-//   C[r, b * block_stride + c] = [C[r, ...] +] sum_k A[r, k] B[k, b * block_stride + c].
-// With the four gate blocks of W_hh^T, one pass over its rows serves a thread's hidden units of
-// all four gates, with up to 16 vectors of sums in registers.
-void small_gemm(int64_t rows, int64_t blocks, int64_t block_stride, int64_t col_begin,
-                int64_t col_end, int64_t K, const float* A, int64_t lda, const float* B,
-                int64_t ldb, float* C, int64_t ldc, bool add_C);
+// For rows <= kSmallRows, over `blocks` (1 or 4) column blocks and the columns
+// [col_begin, col_end) of each:
+//   C[r, b * c_block_stride + c] = [C[r, ...] +] sum_k A[r, k] B[k, c] of block b,
+// block b of B starting b_block_stride floats after B. With the four gate panels of a thread's
+// W_hh^T, one pass serves its hidden units of all four gates, with up to 16 vectors of sums in
+// registers.
+void small_gemm(int64_t rows, int64_t blocks, int64_t b_block_stride, int64_t c_block_stride,
+                int64_t col_begin, int64_t col_end, int64_t K, const float* A, int64_t lda,
+                const float* B, int64_t ldb, float* C, int64_t ldc, bool add_C);
 
 // The columns [column_begin, column_end) of a transposed weight: w_t (K, ld_t) from the same
 // rows of w (rows, K) contiguous.

@@ -48,19 +48,40 @@ ColumnRange owned_columns(int64_t total, int64_t count, int64_t index) {
   return {begin, std::min(total, begin + block)};
 }
 
-// gates (rows, 4H) += hidden (rows, R) W_hh^T, for the units `units` of all four gates.
-void add_recurrent(int64_t rows, const float* hidden, int64_t R, const float* w_hh_t, int64_t H,
-                   float* gates, ColumnRange units) {
+// A thread's share of a gate weight, W (4H, K) with the thread's hidden units `units`,
+// transposed into four gate panels, each (K, units) contiguous: the GEMMs then read B in one
+// sequential stream per gate, which the prefetchers follow (rows of the full W^T lie 16H bytes
+// apart: a page or more, which they do not cross). The panels lie at `panels`.
+struct GatePanels {
+  const float* panels;  // (4, K, n): panel g holds W rows g*H + units transposed
+  int64_t K;
+  int64_t n;            // units.size()
+  const float* gate(int64_t g) const { return panels + g * K * n; }
+};
+
+GatePanels pack_gate_panels(const float* w, int64_t K, int64_t H, ColumnRange units,
+                            float* scratch) {
+  // Threads' regions follow each other in the (K, 4H) scratch: this one starts at K * 4 * begin.
+  float* panels = scratch + K * 4 * units.begin;
+  const int64_t n = units.size();
+  for (int64_t gate = 0; gate < 4; ++gate) {
+    transpose_rows(w + (gate * H + units.begin) * K, K, 0, n, panels + gate * K * n, n);
+  }
+  return {panels, K, n};
+}
+
+// gates (rows, 4H) [+]= A (rows, K) W^T for the units `units` of all four gates.
+void multiply_gates(int64_t rows, const float* A, int64_t lda, const GatePanels& w, int64_t H,
+                    float* gates, ColumnRange units, bool add_C) {
   if (rows == 0 || units.size() == 0) return;
+  float* gate_columns = gates + units.begin;
   if (rows <= kSmallRows) {
-    small_gemm(rows, /*blocks=*/4, H, units.begin, units.end, R, hidden, R, w_hh_t, 4 * H, gates,
-               4 * H, /*add_C=*/true);
+    small_gemm(rows, /*blocks=*/4, w.K * w.n, H, 0, w.n, w.K, A, lda, w.panels, w.n,
+               gate_columns, 4 * H, add_C);
     return;
   }
   for (int64_t gate = 0; gate < 4; ++gate) {
-    const int64_t column = gate * H + units.begin;
-    gemm_block(rows, units.size(), R, R, 4 * H, 4 * H, /*add_C=*/true, hidden, w_hh_t + column,
-               gates + column);
+    gemm_block(rows, w.n, w.K, lda, w.n, 4 * H, add_C, A, w.gate(gate), gate_columns + gate * H);
   }
 }
 
@@ -69,7 +90,7 @@ void multiply_columns(int64_t rows, int64_t K, const float* A, int64_t lda, cons
                       int64_t ldb, float* C, int64_t ldc, ColumnRange columns) {
   if (rows == 0 || columns.size() == 0) return;
   if (rows <= kSmallRows) {
-    small_gemm(rows, /*blocks=*/1, 0, columns.begin, columns.end, K, A, lda, B, ldb, C, ldc,
+    small_gemm(rows, /*blocks=*/1, 0, 0, columns.begin, columns.end, K, A, lda, B, ldb, C, ldc,
                /*add_C=*/false);
     return;
   }
@@ -87,41 +108,41 @@ void forward_owned_columns(const LayerForwardParams<float>& p, ColumnRange units
   // The recurrent state's columns this thread writes into h_n: its hidden units, or with the
   // projection its projection columns.
   const ColumnRange state = has_projection ? projected : units;
-  for (int64_t gate = 0; gate < 4; ++gate) {
-    transpose_rows(p.w_ih, I, gate * H + units.begin, gate * H + units.end, p.w_ih_t, G);
-    transpose_rows(p.w_hh, R, gate * H + units.begin, gate * H + units.end, p.w_hh_t, G);
-  }
-  if (has_projection) transpose_rows(p.w_hr, H, projected.begin, projected.end, p.w_hr_t, R);
+  const GatePanels w_ih = pack_gate_panels(p.w_ih, I, H, units, p.w_ih_t);
+  const GatePanels w_hh = pack_gate_panels(p.w_hh, R, H, units, p.w_hh_t);
+  // The projection's columns: one (H, projected) panel.
+  float* w_hr_panel = has_projection ? p.w_hr_t + H * projected.begin : nullptr;
+  if (has_projection) transpose_rows(p.w_hr + projected.begin * H, H, 0, projected.size(),
+                                     w_hr_panel, projected.size());
   for (int64_t k = 0; k < p.num_steps; ++k) {
     const StepLayout& step = p.steps[k];
-    if (step.project_rows > 0) {
+    if (step.project_rows > 0 && units.size() > 0) {
+      // The bias first, then the input projection added to it, a tile of rows at a time.
       for (int64_t row = 0; row < step.project_rows; row += kProjectionRowTile) {
         const int64_t rows = std::min(kProjectionRowTile, step.project_rows - row);
         float* gate_tile = p.gates + (step.project_gate_row + row) * G;
-        for (int64_t gate = 0; gate < 4; ++gate) {
-          const int64_t column = gate * H + units.begin;
-          for (int64_t r = 0; r < rows; ++r) {
-            float* gate_row = gate_tile + r * G + column;
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t gate = 0; gate < 4; ++gate) {
+            float* gate_row = gate_tile + r * G + gate * H + units.begin;
             if (p.bias != nullptr) {
-              std::memcpy(gate_row, p.bias + column, units.size() * sizeof(float));
+              std::memcpy(gate_row, p.bias + gate * H + units.begin, units.size() * sizeof(float));
             } else {
               std::fill_n(gate_row, units.size(), 0.0f);
             }
           }
-          gemm_block(rows, units.size(), I, I, G, G, /*add_C=*/true,
-                     p.input + (step.project_row + row) * I, p.w_ih_t + column,
-                     gate_tile + column);
         }
+        multiply_gates(rows, p.input + (step.project_row + row) * I, I, w_ih, H, gate_tile, units,
+                       /*add_C=*/true);
       }
     }
     if (step.rows == 0) continue;
 
     float* step_gates = p.gates + step.gate_row * G;
     const int64_t starting_rows = step.rows - step.carried_rows;
-    add_recurrent(step.carried_rows, p.output + step.prev_row * R, R, p.w_hh_t, H, step_gates,
-                  units);
-    add_recurrent(starting_rows, p.h0 + step.carried_rows * R, R, p.w_hh_t, H,
-                  step_gates + step.carried_rows * G, units);
+    multiply_gates(step.carried_rows, p.output + step.prev_row * R, R, w_hh, H, step_gates, units,
+                   /*add_C=*/true);
+    multiply_gates(starting_rows, p.h0 + step.carried_rows * R, R, w_hh, H,
+                   step_gates + step.carried_rows * G, units, /*add_C=*/true);
     ForwardStepParams<float> cell;
     cell.gates = step_gates;
     cell.prev_cell = p.cells + step.prev_cell_row * H;
@@ -137,8 +158,8 @@ void forward_owned_columns(const LayerForwardParams<float>& p, ColumnRange units
     if (has_projection) {
       // The projection reads every hidden unit of the step.
 #pragma omp barrier
-      gemm_block(step.rows, projected.size(), H, H, R, R, /*add_C=*/false, cell.hidden,
-                 p.w_hr_t + projected.begin, p.output + step.row * R + projected.begin);
+      gemm_block(step.rows, projected.size(), H, H, projected.size(), R, /*add_C=*/false,
+                 cell.hidden, w_hr_panel, p.output + step.row * R + projected.begin);
     }
     for (int64_t row = step.finished_from; row < step.rows; ++row) {
       std::memcpy(p.h_n + row * R + state.begin, p.output + (step.row + row) * R + state.begin,

@@ -45,7 +45,7 @@ struct StepLayout {
 // A whole forward layer, for backends that run its step loop in one parallel region. Buffers
 // are indexed by the rows of `steps`; R = P with w_hr, else H. The kernel writes the transposed
 // weights its GEMMs read into the given scratch buffers itself (each thread the columns it
-// reads), which costs less than a separate transposing copy before it.
+// reads, in the layout its GEMMs stream best), which costs less than a copy before it.
 template <typename scalar_t>
 struct LayerForwardParams {
   const StepLayout* steps;
@@ -57,9 +57,9 @@ struct LayerForwardParams {
   const scalar_t* w_hr;   // (P, H) contiguous, or nullptr without projection
   const scalar_t* h0;     // (B, R)
   const scalar_t* c0;     // (B, H)
-  scalar_t* w_ih_t;       // (I, 4H) scratch
-  scalar_t* w_hh_t;       // (R, 4H) scratch
-  scalar_t* w_hr_t;       // (H, P) scratch, or nullptr without projection
+  scalar_t* w_ih_t;       // I * 4H scratch floats for W_ih transposed
+  scalar_t* w_hh_t;       // R * 4H scratch floats for W_hh transposed
+  scalar_t* w_hr_t;       // H * P scratch floats for W_hr transposed, or nullptr
   scalar_t* gates;        // (gate rows, 4H): pre-activations in, activations out
   scalar_t* cells;        // (cell rows, H)
   scalar_t* hidden;       // (hidden rows, H) pre-projection h_t; the output without w_hr
