@@ -85,17 +85,27 @@ void multiply_gates(int64_t rows, const float* A, int64_t lda, const GatePanels&
   }
 }
 
-// C (rows, columns of C) = A (rows, K) B (K, columns of B), for the columns `columns`.
+// C (rows, cols) = A (rows, K) B (K, cols), with B contiguous.
 void multiply_columns(int64_t rows, int64_t K, const float* A, int64_t lda, const float* B,
-                      int64_t ldb, float* C, int64_t ldc, ColumnRange columns) {
-  if (rows == 0 || columns.size() == 0) return;
+                      float* C, int64_t ldc, int64_t cols) {
+  if (rows == 0 || cols == 0) return;
   if (rows <= kSmallRows) {
-    small_gemm(rows, /*blocks=*/1, 0, 0, columns.begin, columns.end, K, A, lda, B, ldb, C, ldc,
-               /*add_C=*/false);
+    small_gemm(rows, /*blocks=*/1, 0, 0, 0, cols, K, A, lda, B, cols, C, ldc, /*add_C=*/false);
     return;
   }
-  gemm_block(rows, columns.size(), K, lda, ldb, ldc, /*add_C=*/false, A, B + columns.begin,
-             C + columns.begin);
+  gemm_block(rows, cols, K, lda, cols, ldc, /*add_C=*/false, A, B, C);
+}
+
+// The columns `columns` of W (rows, cols) copied into a contiguous (rows, columns) panel, in
+// the threads' region of the scratch that starts at rows * columns.begin.
+float* copy_columns(const float* w, int64_t rows, int64_t cols, ColumnRange columns,
+                    float* scratch) {
+  float* panel = scratch + rows * columns.begin;
+  for (int64_t row = 0; row < rows; ++row) {
+    std::memcpy(panel + row * columns.size(), w + row * cols + columns.begin,
+                columns.size() * sizeof(float));
+  }
+  return panel;
 }
 
 void forward_owned_columns(const LayerForwardParams<float>& p, ColumnRange units,
@@ -180,6 +190,10 @@ void backward_owned_columns(const LayerBackwardParams<float>& p, ColumnRange uni
   const int64_t R = p.recurrent_size;
   const int64_t G = 4 * H;
   const bool has_projection = p.w_hr != nullptr;
+  // The columns of W_hh (and W_hr) this thread multiplies by, copied into contiguous panels
+  // (regions of the scratch in thread order) that its GEMMs stream sequentially.
+  float* w_hh_panel = copy_columns(p.w_hh, G, R, state, p.w_hh_columns);
+  float* w_hr_panel = has_projection ? copy_columns(p.w_hr, R, H, units, p.w_hr_columns) : nullptr;
   for (int64_t k = p.num_steps - 1; k >= 0; --k) {
     const StepLayout& step = p.steps[k];
     if (step.rows == 0) continue;
@@ -196,7 +210,8 @@ void backward_owned_columns(const LayerBackwardParams<float>& p, ColumnRange uni
         }
       }
 #pragma omp barrier
-      multiply_columns(step.rows, R, grad_projected, R, p.w_hr, H, p.grad_hidden, H, units);
+      multiply_columns(step.rows, R, grad_projected, R, w_hr_panel, p.grad_hidden + units.begin,
+                       H, units.size());
       cell.grad_hidden = p.grad_hidden;
       cell.grad_hidden_stride = H;
       cell.grad_hidden_recurrent = nullptr;
@@ -217,7 +232,8 @@ void backward_owned_columns(const LayerBackwardParams<float>& p, ColumnRange uni
     if (units.size() > 0) backward_block_float(cell, 0, step.rows, units.begin, units.end);
     // dL/dh_{t-1} reads every gate column of the step.
 #pragma omp barrier
-    multiply_columns(step.rows, G, cell.grad_gates, G, p.w_hh, R, p.grad_hidden_state, R, state);
+    multiply_columns(step.rows, G, cell.grad_gates, G, w_hh_panel,
+                     p.grad_hidden_state + state.begin, R, state.size());
   }
 }
 

@@ -364,6 +364,10 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
     params.grad_hidden = sizes.has_projection ? grad_hidden_step.data_ptr<float>() : nullptr;
     params.grad_hidden_state = grad_hidden_state.data_ptr<float>();
     params.grad_cell_state = grad_cell_state.data_ptr<float>();
+    at::Tensor w_hh_columns = at::empty({4 * H, R}, options);
+    at::Tensor w_hr_columns = sizes.has_projection ? at::empty({R, H}, options) : at::Tensor();
+    params.w_hh_columns = w_hh_columns.data_ptr<float>();
+    params.w_hr_columns = sizes.has_projection ? w_hr_columns.data_ptr<float>() : nullptr;
     params.hidden_size = H;
     params.recurrent_size = R;
     kernels.layer_backward_float(params);

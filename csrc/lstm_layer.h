@@ -89,6 +89,8 @@ struct LayerBackwardParams {
   scalar_t* grad_hidden;        // (B, H) scratch: dL/dh_t before the projection, or nullptr
   scalar_t* grad_hidden_state;  // (B, R) in: dL/dh_n; out: dL/dh0
   scalar_t* grad_cell_state;    // (B, H) in: dL/dc_n; out: dL/dc0
+  scalar_t* w_hh_columns;       // 4H * R scratch floats: each thread's columns of W_hh
+  scalar_t* w_hr_columns;       // P * H scratch floats for W_hr's, or nullptr
   int64_t hidden_size;          // H
   int64_t recurrent_size;       // R
 };
