@@ -318,7 +318,8 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
                     const at::Tensor& w_ih, const at::Tensor& w_hh,
                     const std::optional<at::Tensor>& w_hr, const at::Tensor& output,
                     const at::Tensor& gates, const at::Tensor& cells, const at::Tensor& hidden,
-                    bool reverse, const StepKernels& kernels) {
+                    bool reverse, bool grad_input_mask, bool grad_weights_mask,
+                    const StepKernels& kernels) {
   const char* op = "lstm_ext.lstm_layer_backward";
   const LayerSizes sizes = check_forward_args(op, input, batch_sizes, h0, c0, w_ih, w_hh,
                                               std::nullopt, std::nullopt, w_hr);
@@ -410,13 +411,17 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
       }
     });
   }
-  const at::Tensor previous_hidden = gather_previous_hidden(plan, output, initial_hidden);
-
-  // Weight, bias and input gradients: one GEMM or reduction each over all N rows.
+  // Input, weight and bias gradients, those asked for: one GEMM or reduction each over all N
+  // rows (the input's is a third of the work after the loop, and a first layer's input seldom
+  // needs it).
+  const at::Tensor grad_input = grad_input_mask ? at::mm(grad_gates, w_ih) : empty_saved(input);
+  if (!grad_weights_mask) {
+    return {grad_input,         grad_hidden_state,  grad_cell_state,   empty_saved(input),
+            empty_saved(input), empty_saved(input), empty_saved(input)};
+  }
   const at::Tensor grad_gates_t = grad_gates.t();
-  at::Tensor grad_input = at::mm(grad_gates, w_ih);
   at::Tensor grad_w_ih = at::mm(grad_gates_t, input);
-  at::Tensor grad_w_hh = at::mm(grad_gates_t, previous_hidden);
+  at::Tensor grad_w_hh = at::mm(grad_gates_t, gather_previous_hidden(plan, output, initial_hidden));
   at::Tensor grad_bias = grad_gates.sum(0);
   at::Tensor grad_w_hr = sizes.has_projection ? at::mm(grad_projected.t(), hidden)
                                               : empty_saved(input);

@@ -134,7 +134,8 @@ lstm_layer_forward(const at::Tensor& input,        // (N, I)
 
 // Returns (grad_input (N, I), grad_h0 (B, R), grad_c0 (B, H), grad_w_ih (4H, I),
 // grad_w_hh (4H, R), grad_bias (4H), grad_w_hr (P, H) or empty (0,)). grad_bias is the gradient
-// of b_ih and of b_hh alike.
+// of b_ih and of b_hh alike. grad_input is empty (0,) unless grad_input_mask, the weight and
+// bias gradients unless grad_weights_mask.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 lstm_layer_backward(const at::Tensor& grad_output,  // (N, R)
                     const at::Tensor& grad_h_n,     // (B, R)
@@ -150,7 +151,8 @@ lstm_layer_backward(const at::Tensor& grad_output,  // (N, R)
                     const at::Tensor& gates,        // (N, 4H) forward's saved activations
                     const at::Tensor& cells,        // (N, H)
                     const at::Tensor& hidden,       // (N, H) with w_hr, else empty
-                    bool reverse, const StepKernels& kernels);
+                    bool reverse, bool grad_input_mask, bool grad_weights_mask,
+                    const StepKernels& kernels);
 
 // The operators' implementations for one dispatch key, in the signatures of their schemas
 // (ops.cpp): the driver above with that device's step kernels, run under a DeviceGuard built
@@ -174,10 +176,11 @@ struct LayerOperators {
            const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
            const std::optional<at::Tensor>& w_hr, const at::Tensor& output,
            const at::Tensor& gates, const at::Tensor& cells, const at::Tensor& hidden,
-           bool reverse) {
+           bool reverse, bool grad_input_mask, bool grad_weights_mask) {
     const DeviceGuard device_guard(input);
     return lstm_layer_backward(grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, c0, w_ih,
-                               w_hh, w_hr, output, gates, cells, hidden, reverse, kKernels);
+                               w_hh, w_hr, output, gates, cells, hidden, reverse, grad_input_mask,
+                               grad_weights_mask, kKernels);
   }
 };
 

@@ -20,10 +20,13 @@ TORCH_LIBRARY(lstm_ext, m) {
       "lstm_layer_forward(Tensor input, Tensor batch_sizes, Tensor h0, Tensor c0, Tensor w_ih, "
       "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, bool reverse, "
       "bool save_for_backward) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
-  // Returns (grad_input, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr).
+  // Returns (grad_input, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr);
+  // grad_input is empty (0,) unless grad_input_mask, the weight gradients unless
+  // grad_weights_mask.
   m.def(
       "lstm_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor input, "
       "Tensor batch_sizes, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? w_hr, "
-      "Tensor output, Tensor gates, Tensor cells, Tensor hidden, bool reverse) -> "
+      "Tensor output, Tensor gates, Tensor cells, Tensor hidden, bool reverse, "
+      "bool grad_input_mask, bool grad_weights_mask) -> "
       "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

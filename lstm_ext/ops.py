@@ -43,9 +43,14 @@ def _lstm_layer_forward_fake(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh,
 
 @torch.library.register_fake("lstm_ext::lstm_layer_backward")
 def _lstm_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, c0, w_ih,
-                              w_hh, w_hr, output, gates, cells, hidden, reverse):
+                              w_hh, w_hr, output, gates, cells, hidden, reverse, grad_input_mask,
+                              grad_weights_mask):
+    grad_input = torch.empty_like(input) if grad_input_mask else input.new_empty((0,))
+    if not grad_weights_mask:
+        return (grad_input, torch.empty_like(h0), torch.empty_like(c0),
+                *(input.new_empty((0,)) for _ in range(4)))
     grad_w_hr = torch.empty_like(w_hr) if w_hr is not None else input.new_empty((0,))
-    return (torch.empty_like(input), torch.empty_like(h0), torch.empty_like(c0),
+    return (grad_input, torch.empty_like(h0), torch.empty_like(c0),
             torch.empty_like(w_ih), torch.empty_like(w_hh), w_ih.new_empty((w_ih.shape[0],)),
             grad_w_hr)
 
@@ -70,13 +75,20 @@ def _backward(ctx, grad_output, grad_h_n, grad_c_n, *_grads_of_saved_activations
     grad_output = torch.zeros_like(output) if grad_output is None else grad_output
     grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
     grad_c_n = torch.zeros_like(c0) if grad_c_n is None else grad_c_n
+    # Skip the GEMMs of gradients nobody asked for: the input's (a first layer's data), the
+    # weights' (a frozen layer).
+    needs_input_grad = ctx.needs_input_grad
+    grad_input_mask = needs_input_grad[0]
+    grad_weights_mask = any(needs_input_grad[4:9])
     (grad_input, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias,
      grad_w_hr) = torch.ops.lstm_ext.lstm_layer_backward(
         grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, c0, w_ih, w_hh, w_hr, output,
-        gates, cells, hidden, ctx.reverse)
+        gates, cells, hidden, ctx.reverse, grad_input_mask, grad_weights_mask)
+    if not grad_weights_mask:
+        return (grad_input if grad_input_mask else None, None, grad_h0, grad_c0, *([None] * 7))
     has_b_ih, has_b_hh = ctx.has_bias
-    return (grad_input, None, grad_h0, grad_c0, grad_w_ih, grad_w_hh,
-            grad_bias if has_b_ih else None, grad_bias.clone() if has_b_hh else None,
+    return (grad_input if grad_input_mask else None, None, grad_h0, grad_c0, grad_w_ih,
+            grad_w_hh, grad_bias if has_b_ih else None, grad_bias.clone() if has_b_hh else None,
             grad_w_hr if w_hr is not None else None, None, None)
 
 

@@ -127,12 +127,13 @@ def test_backward_operator_checks_saved_shapes(case):
     with pytest.raises(RuntimeError, match=re.escape(
             "gates has shape (5, 20), expected (rows, 4*hidden_size) = (6, 20)")):
         torch.ops.lstm_ext.lstm_layer_backward(*grads, input, batch_sizes, h0, c0, w_ih, w_hh,
-                                               w_hr, output, gates[:5], cells, hidden, reverse)
+                                               w_hr, output, gates[:5], cells, hidden, reverse,
+                                               True, True)
     with pytest.raises(RuntimeError, match=re.escape(
             "grad_c_n has shape (2, 4), expected (batch, hidden_size) = (2, 5)")):
         torch.ops.lstm_ext.lstm_layer_backward(grads[0], grads[1], grads[2][:, :4], input,
                                                batch_sizes, h0, c0, w_ih, w_hh, w_hr, output,
-                                               gates, cells, hidden, reverse)
+                                               gates, cells, hidden, reverse, True, True)
 
 
 def test_backward_of_inference_forward_is_refused(case):

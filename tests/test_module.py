@@ -375,3 +375,27 @@ def test_functional_call_uses_the_given_parameters():
     data = torch.randn((STEPS, BATCH, INPUT_SIZE), dtype=DTYPE)
     output, _ = torch.func.functional_call(candidate, dict(reference.named_parameters()), (data,))
     torch.testing.assert_close(output, reference(data)[0])
+
+
+@pytest.mark.parametrize("input_grad,weights_grad", [(False, True), (True, False)],
+                         ids=["data-input", "frozen-weights"])
+def test_gradients_only_of_what_requires_grad(input_grad, weights_grad):
+    # The backward skips the input's or the weights' GEMMs when nothing asks for them; the
+    # gradients that are asked for stay nn.LSTM's.
+    torch.manual_seed(0)
+    reference = torch.nn.LSTM(5, 7, num_layers=2, proj_size=3, bidirectional=True)
+    candidate = lstm_ext.LSTM.from_torch(reference)
+    for module in (reference, candidate):
+        module.requires_grad_(weights_grad)
+    x = torch.randn(6, 4, 5, requires_grad=input_grad)
+    h0 = torch.randn(4, 4, 3, requires_grad=True)
+    leaves = [h0] + ([x] if input_grad else [])
+    grads = []
+    for module in (reference, candidate):
+        output, (h_n, c_n) = module(x, (h0, torch.zeros(4, 4, 7)))
+        loss = (output * torch.linspace(-1, 1, output.numel()).view_as(output)).sum() + c_n.sum()
+        weights = list(module.parameters()) if weights_grad else []
+        grads.append(torch.autograd.grad(loss, leaves + weights))
+    expected, actual = grads
+    assert len(actual) == len(expected) == len(leaves) + (20 if weights_grad else 0)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)

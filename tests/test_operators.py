@@ -65,7 +65,8 @@ def test_opcheck_forward_and_backward(device, reverse, proj_size):
     backward_args = grads + (rows, batch_sizes, h0, c0, w_ih, w_hh, w_hr, output, gates, cells,
                              hidden, reverse)
     detached = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in backward_args)
-    torch.library.opcheck(torch.ops.lstm_ext.lstm_layer_backward.default, detached)
+    for masks in ((True, True), (False, True), (True, False), (False, False)):
+        torch.library.opcheck(torch.ops.lstm_ext.lstm_layer_backward.default, detached + masks)
 
 
 def test_compile_fullgraph_matches_eager(device):
