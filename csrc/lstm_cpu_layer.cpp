@@ -70,18 +70,19 @@ GatePanels pack_gate_panels(const float* w, int64_t K, int64_t H, ColumnRange un
   return {panels, K, n};
 }
 
-// gates (rows, 4H) [+]= A (rows, K) W^T for the units `units` of all four gates.
-void multiply_gates(int64_t rows, const float* A, int64_t lda, const GatePanels& w, int64_t H,
-                    float* gates, ColumnRange units, bool add_C) {
+// gates (rows, 4H) += A (rows, K) W^T for the units `units` of all four gates.
+void add_to_gates(int64_t rows, const float* A, int64_t lda, const GatePanels& w, int64_t H,
+                  float* gates, ColumnRange units) {
   if (rows == 0 || units.size() == 0) return;
   float* gate_columns = gates + units.begin;
   if (rows <= kSmallRows) {
     small_gemm(rows, /*blocks=*/4, w.K * w.n, H, 0, w.n, w.K, A, lda, w.panels, w.n,
-               gate_columns, 4 * H, add_C);
+               gate_columns, 4 * H, /*add_C=*/true);
     return;
   }
   for (int64_t gate = 0; gate < 4; ++gate) {
-    gemm_block(rows, w.n, w.K, lda, w.n, 4 * H, add_C, A, w.gate(gate), gate_columns + gate * H);
+    gemm_block(rows, w.n, w.K, lda, w.n, 4 * H, /*add_C=*/true, A, w.gate(gate),
+               gate_columns + gate * H);
   }
 }
 
@@ -146,18 +147,16 @@ void forward_owned_columns(const LayerForwardParams<float>& params, ColumnRange 
             }
           }
         }
-        multiply_gates(rows, p.input + (step.project_row + row) * I, I, w_ih, H, gate_tile, units,
-                       /*add_C=*/true);
+        add_to_gates(rows, p.input + (step.project_row + row) * I, I, w_ih, H, gate_tile, units);
       }
     }
     if (step.rows == 0) continue;
 
     float* step_gates = p.gates + step.gate_row * G;
     const int64_t starting_rows = step.rows - step.carried_rows;
-    multiply_gates(step.carried_rows, p.output + step.prev_row * R, R, w_hh, H, step_gates, units,
-                   /*add_C=*/true);
-    multiply_gates(starting_rows, p.h0 + step.carried_rows * R, R, w_hh, H,
-                   step_gates + step.carried_rows * G, units, /*add_C=*/true);
+    add_to_gates(step.carried_rows, p.output + step.prev_row * R, R, w_hh, H, step_gates, units);
+    add_to_gates(starting_rows, p.h0 + step.carried_rows * R, R, w_hh, H,
+                 step_gates + step.carried_rows * G, units);
     ForwardStepParams<float> cell;
     cell.gates = step_gates;
     cell.prev_cell = p.cells + step.prev_cell_row * H;

@@ -219,7 +219,7 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
 
   const std::vector<StepPlan> plan = plan_steps(sizes.batch_sizes, reverse);
   const std::vector<ProjectionChunk> chunks = plan_projection_chunks(plan, chunk_target_rows);
-  std::vector<StepLayout> layout =
+  const std::vector<StepLayout> layout =
       layout_forward_steps(plan, chunks, save_for_backward, sizes.has_projection, B);
   int64_t chunk_capacity = 0;
   for (const ProjectionChunk& chunk : chunks) chunk_capacity = std::max(chunk_capacity, chunk.rows);
