@@ -103,3 +103,19 @@ def test_many_projection_chunks_match_float64(threads, reverse, proj_size):
         actual = op(*args, reverse, save_for_backward)[:3]
         for a, e in zip(actual, expected):
             torch.testing.assert_close(a, e.float(), **TOLERANCE)
+
+
+@pytest.mark.parametrize("proj_size", [0, 40])
+def test_deep_and_wide_gemms_match_nn_lstm(threads, proj_size):
+    # gemm_block splits brgemm calls deeper than 1024 (the input projection's K = 1100, the
+    # backward's K = 4 * 300) into equal chunks, and B blocks over 128K floats into column
+    # blocks (1100-deep chunks of 550 x 300 columns per gate).
+    reference, ext = make_modules(1100, 300, proj_size)
+    x = torch.randn(3, 17, 1100, requires_grad=True)
+    expected_output, expected_state = reference(x)
+    actual_output, actual_state = ext(x)
+    torch.testing.assert_close(actual_output, expected_output, **TOLERANCE)
+    torch.testing.assert_close(actual_state, expected_state, **TOLERANCE)
+    expected_grads = gradients(reference, expected_output, expected_state, [x])
+    actual_grads = gradients(ext, actual_output, actual_state, [x])
+    torch.testing.assert_close(actual_grads, expected_grads, rtol=1e-4, atol=1e-4)
