@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "lstm_cpu.h"
+#include "lstm_cpu_gemm.h"
 #include "lstm_layer.h"
 
 // The element loops are compiled for several instruction sets and picked at load time, so that
@@ -99,11 +100,13 @@ void backward_step_cpu(const BackwardStepParams<scalar_t>& params) {
 #if defined(CPUBLAS_BRGEMM_F32F32F32) && defined(_OPENMP)
 constexpr auto kLayerForwardFloat = cpu::layer_forward_float;
 constexpr auto kLayerBackwardFloat = cpu::layer_backward_float;
+constexpr auto kGemmFloat = cpu::parallel_gemm;
 #else
 // This torch has no float32 batch-reduce GEMM (or the build no OpenMP): the driver runs the
 // GEMMs through ATen.
 constexpr void (*kLayerForwardFloat)(const LayerForwardParams<float>&) = nullptr;
 constexpr void (*kLayerBackwardFloat)(const LayerBackwardParams<float>&) = nullptr;
+constexpr void (*kGemmFloat)(const GemmParams&) = nullptr;
 #endif
 
 const StepKernels kCpuStepKernels = {
@@ -111,7 +114,7 @@ const StepKernels kCpuStepKernels = {
     forward_step_cpu<c10::Half>,  forward_step_cpu<c10::BFloat16>,
     backward_step_cpu<float>,     backward_step_cpu<double>,
     backward_step_cpu<c10::Half>, backward_step_cpu<c10::BFloat16>,
-    kLayerForwardFloat,           kLayerBackwardFloat,
+    kLayerForwardFloat,           kLayerBackwardFloat,           kGemmFloat,
     // With two threads, each one's columns of a chunk fill a quarter of its L2 cache (Zen 4's
     // 1 MB), leaving room for its weight panels: 1 MB chunks ran 1.4x slower at B=64, H=256.
     /*projection_chunk_bytes=*/int64_t(512) << 10,

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "lstm_layer.h"
+
 namespace lstm_ext {
 namespace cpu {
 
@@ -27,10 +29,13 @@ void small_gemm(int64_t rows, int64_t blocks, int64_t b_block_stride, int64_t c_
                 int64_t col_begin, int64_t col_end, int64_t K, const float* A, int64_t lda,
                 const float* B, int64_t ldb, float* C, int64_t ldc, bool add_C);
 
-// The columns [column_begin, column_end) of a transposed weight: w_t (K, ld_t) from the same
-// rows of w (rows, K) contiguous.
-void transpose_rows(const float* w, int64_t K, int64_t column_begin, int64_t column_end,
-                    float* w_t, int64_t ld_t);
+// dst (cols, ld_dst) = src (rows, ld_src) transposed.
+void transpose(const float* src, int64_t ld_src, int64_t rows, int64_t cols, float* dst,
+               int64_t ld_dst);
+
+// C = A B over all threads (lstm_layer.h's GemmParams), a GEMM of many rows: the backward's
+// input and weight gradients.
+void parallel_gemm(const GemmParams& params);
 
 }  // namespace cpu
 }  // namespace lstm_ext

@@ -65,7 +65,7 @@ GatePanels pack_gate_panels(const float* w, int64_t K, int64_t H, ColumnRange un
   float* panels = scratch + K * 4 * units.begin;
   const int64_t n = units.size();
   for (int64_t gate = 0; gate < 4; ++gate) {
-    transpose_rows(w + (gate * H + units.begin) * K, K, 0, n, panels + gate * K * n, n);
+    transpose(w + (gate * H + units.begin) * K, K, n, K, panels + gate * K * n, n);
   }
   return {panels, K, n};
 }
@@ -128,8 +128,9 @@ void forward_owned_columns(const LayerForwardParams<float>& params, ColumnRange 
   const GatePanels w_hh = pack_gate_panels(p.w_hh, R, H, units, p.w_hh_t);
   // The projection's columns: one (H, projected) panel.
   float* w_hr_panel = has_projection ? p.w_hr_t + H * projected.begin : nullptr;
-  if (has_projection) transpose_rows(p.w_hr + projected.begin * H, H, 0, projected.size(),
-                                     w_hr_panel, projected.size());
+  if (has_projection) {
+    transpose(p.w_hr + projected.begin * H, H, projected.size(), H, w_hr_panel, projected.size());
+  }
   for (int64_t k = 0; k < p.num_steps; ++k) {
     const StepLayout& step = p.steps[k];
     if (step.project_rows > 0 && units.size() > 0) {

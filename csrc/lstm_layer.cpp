@@ -145,12 +145,12 @@ at::Tensor backward_scratch(int64_t rows, int64_t cols, const at::TensorOptions&
 
 at::Tensor empty_saved(const at::Tensor& like) { return at::empty({0}, like.options()); }
 
-// h_{t-1} of every row (N, R), for dW_hh as one GEMM: carried rows come from the output of the
-// step processed before, the others from h0. Consecutive row ranges that continue each other
-// in source and destination are copied together (a padded batch needs two copies in all).
-at::Tensor gather_previous_hidden(const std::vector<StepPlan>& plan, const at::Tensor& output,
-                                  const at::Tensor& initial_hidden) {
-  at::Tensor previous_hidden = at::empty({output.size(0), output.size(1)}, output.options());
+// h_{t-1} of every row into previous_hidden (N, R; any strides), for dW_hh as one GEMM: carried
+// rows come from the output of the step processed before, the others from h0. Consecutive row
+// ranges that continue each other in source and destination are copied together (a padded
+// batch needs two copies in all).
+void gather_previous_hidden(const std::vector<StepPlan>& plan, const at::Tensor& output,
+                            const at::Tensor& initial_hidden, const at::Tensor& previous_hidden) {
   struct RowCopy {
     const at::Tensor* source;
     int64_t source_row, target_row, rows;
@@ -178,7 +178,22 @@ at::Tensor gather_previous_hidden(const std::vector<StepPlan>& plan, const at::T
     previous_hidden.narrow(0, copy.target_row, copy.rows)
         .copy_(copy.source->narrow(0, copy.source_row, copy.rows));
   }
-  return previous_hidden;
+}
+
+// C = A B through the backend's float32 GEMM; A, B and C contiguous.
+void backend_gemm(const StepKernels& kernels, const at::Tensor& A, const at::Tensor& B,
+                  const at::Tensor& C) {
+  GemmParams params;
+  params.M = A.size(0);
+  params.N = B.size(1);
+  params.K = A.size(1);
+  params.A = A.const_data_ptr<float>();
+  params.lda = A.size(1);
+  params.B = B.const_data_ptr<float>();
+  params.ldb = B.size(1);
+  params.C = C.data_ptr<float>();
+  params.ldc = C.size(1);
+  kernels.gemm_float(params);
 }
 
 }  // namespace
@@ -429,17 +444,46 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   // Input, weight and bias gradients, those asked for: one GEMM or reduction each over all N
   // rows (the input's is a third of the work after the loop, and a first layer's input seldom
   // needs it).
-  const at::Tensor grad_input = grad_input_mask ? at::mm(grad_gates, w_ih) : empty_saved(input);
+  const bool has_backend_gemm = kernels.gemm_float != nullptr && input.scalar_type() == at::kFloat;
+  const int64_t I = sizes.input_size;
+  at::Tensor grad_input = empty_saved(input);
+  if (grad_input_mask && has_backend_gemm) {
+    grad_input = at::empty({N, I}, options);
+    backend_gemm(kernels, grad_gates, w_ih.contiguous(), grad_input);
+  } else if (grad_input_mask) {
+    grad_input = at::mm(grad_gates, w_ih);
+  }
   if (!grad_weights_mask) {
     return {grad_input,         grad_hidden_state,  grad_cell_state,   empty_saved(input),
             empty_saved(input), empty_saved(input), empty_saved(input)};
   }
-  const at::Tensor grad_gates_t = grad_gates.t();
-  at::Tensor grad_w_ih = at::mm(grad_gates_t, input);
-  at::Tensor grad_w_hh = at::mm(grad_gates_t, gather_previous_hidden(plan, output, initial_hidden));
-  at::Tensor grad_bias = grad_gates.sum(0);
-  at::Tensor grad_w_hr = sizes.has_projection ? at::mm(grad_projected.t(), hidden)
-                                              : empty_saved(input);
+  at::Tensor grad_w_ih, grad_w_hh, grad_bias;
+  at::Tensor grad_w_hr = empty_saved(input);
+  if (has_backend_gemm) {
+    // [dW_ih | dW_hh | db]^T (I + R + 1, 4H) = [x | h_{t-1} | 1]^T (I + R + 1, N) dL/dgates:
+    // one GEMM of row-major operands, the transposes being a few percent of its traffic.
+    at::Tensor operands_t = at::empty({I + R + 1, N}, options);
+    operands_t.narrow(0, 0, I).copy_(input.t());
+    gather_previous_hidden(plan, output, initial_hidden, operands_t.narrow(0, I, R).t());
+    operands_t.select(0, I + R).fill_(1);
+    at::Tensor grad_weights_t = at::empty({I + R + 1, 4 * H}, options);
+    backend_gemm(kernels, operands_t, grad_gates, grad_weights_t);
+    grad_w_ih = grad_weights_t.narrow(0, 0, I).t().contiguous();
+    grad_w_hh = grad_weights_t.narrow(0, I, R).t().contiguous();
+    grad_bias = grad_weights_t.select(0, I + R).clone();
+    if (sizes.has_projection) {
+      grad_w_hr = at::empty({R, H}, options);
+      backend_gemm(kernels, grad_projected.t().contiguous(), hidden.contiguous(), grad_w_hr);
+    }
+  } else {
+    const at::Tensor grad_gates_t = grad_gates.t();
+    at::Tensor previous_hidden = at::empty({N, R}, options);
+    gather_previous_hidden(plan, output, initial_hidden, previous_hidden);
+    grad_w_ih = at::mm(grad_gates_t, input);
+    grad_w_hh = at::mm(grad_gates_t, previous_hidden);
+    grad_bias = grad_gates.sum(0);
+    if (sizes.has_projection) grad_w_hr = at::mm(grad_projected.t(), hidden);
+  }
   return {grad_input, grad_hidden_state, grad_cell_state, grad_w_ih, grad_w_hh, grad_bias,
           grad_w_hr};
 }

@@ -72,7 +72,7 @@ struct LayerForwardParams {
 };
 
 // A whole backward layer's step loop, for backends that run it in one parallel region; the
-// weight gradients are GEMMs over all rows after it, run by the driver. Buffers hold all N
+// input and weight gradients are GEMMs over all rows after it, run by the driver. Buffers hold all N
 // rows; R = P with w_hr, else H.
 template <typename scalar_t>
 struct LayerBackwardParams {
@@ -95,6 +95,17 @@ struct LayerBackwardParams {
   int64_t recurrent_size;       // R
 };
 
+// C (M, N) = A (M, K) B (K, N), float32, row-major with the given row strides.
+struct GemmParams {
+  int64_t M, N, K;
+  const float* A;
+  int64_t lda;
+  const float* B;
+  int64_t ldb;
+  float* C;
+  int64_t ldc;
+};
+
 // One fused pointwise pass of a step, per storage type. The float32 hooks are optional: when
 // set, `layer_forward_float` and `layer_backward_float` run the step loops of a whole layer
 // (the CPU path, where raw GEMM kernels in one parallel region beat per-step ATen calls at
@@ -112,6 +123,11 @@ struct StepKernels {
   // step, the output projection); the driver only allocates and lays out its buffers.
   void (*layer_forward_float)(const LayerForwardParams<float>&);
   void (*layer_backward_float)(const LayerBackwardParams<float>&);
+  // The backward's float32 GEMMs over all rows after the step loop (input and weight gradients),
+  // or null for ATen's. The driver gives it row-major operands only: with it, the weight
+  // gradients are computed transposed, dW^T = [x | h_{t-1} | 1]^T dL/dgates, the ones giving the
+  // bias gradient in the same pass.
+  void (*gemm_float)(const GemmParams&);
   // Bytes of gates per input-projection GEMM (0: one GEMM for the whole layer). A chunk that
   // fits the caches is read back from them by its steps.
   int64_t projection_chunk_bytes;

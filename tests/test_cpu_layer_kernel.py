@@ -105,13 +105,18 @@ def test_many_projection_chunks_match_float64(threads, reverse, proj_size):
             torch.testing.assert_close(a, e.float(), **TOLERANCE)
 
 
+
+# gemm_block splits brgemm calls deeper than 1024 into equal chunks and B blocks over 128K
+# floats into column blocks: 1100-deep input projections (chunks of 550 x 300 columns per gate)
+# and backward steps 4 * 300 deep. The GEMMs after the backward loop chunk their K (the rows:
+# 2400 in three chunks of 800) and split C's rows over the threads (the input gradient, 2400
+# rows) or its columns (the weights').
 @pytest.mark.parametrize("proj_size", [0, 40])
-def test_deep_and_wide_gemms_match_nn_lstm(threads, proj_size):
-    # gemm_block splits brgemm calls deeper than 1024 (the input projection's K = 1100, the
-    # backward's K = 4 * 300) into equal chunks, and B blocks over 128K floats into column
-    # blocks (1100-deep chunks of 550 x 300 columns per gate).
-    reference, ext = make_modules(1100, 300, proj_size)
-    x = torch.randn(3, 17, 1100, requires_grad=True)
+@pytest.mark.parametrize("steps,batch,input_size,hidden_size",
+                         [(3, 17, 1100, 300), (40, 60, 16, 130)], ids=["deep", "many-rows"])
+def test_chunked_gemms_match_nn_lstm(threads, proj_size, steps, batch, input_size, hidden_size):
+    reference, ext = make_modules(input_size, hidden_size, proj_size)
+    x = torch.randn(steps, batch, input_size, requires_grad=True)
     expected_output, expected_state = reference(x)
     actual_output, actual_state = ext(x)
     torch.testing.assert_close(actual_output, expected_output, **TOLERANCE)

@@ -14,7 +14,7 @@ const StepKernels kCudaStepKernels = {
     cuda::launch_forward_step,  cuda::launch_backward_step, cuda::launch_backward_step,
     cuda::launch_backward_step, cuda::launch_backward_step,
     // cuBLAS runs the recurrent GEMMs (through ATen), the step kernels only the pointwise pass.
-    /*layer_forward_float=*/nullptr, /*layer_backward_float=*/nullptr,
+    /*layer_forward_float=*/nullptr, /*layer_backward_float=*/nullptr, /*gemm_float=*/nullptr,
     // One input-projection GEMM for the whole layer: the GPU's caches are too small for chunks.
     /*projection_chunk_bytes=*/0,
 };
