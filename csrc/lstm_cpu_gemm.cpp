@@ -209,7 +209,8 @@ void gemm_block(int64_t rows, int64_t cols, int64_t K, int64_t lda, int64_t ldb,
 void small_gemm(int64_t rows, int64_t blocks, int64_t b_block_stride, int64_t c_block_stride,
                 int64_t col_begin, int64_t col_end, int64_t K, const float* A, int64_t lda,
                 const float* B, int64_t ldb, float* C, int64_t ldc, bool add_C) {
-  const SmallGemm g{{rows, col_end, K, A, lda, B, ldb, C, ldc}, b_block_stride, c_block_stride, add_C};
+  const SmallGemm g{
+      {rows, col_end, K, A, lda, B, ldb, C, ldc}, b_block_stride, c_block_stride, add_C};
   if (blocks == 4) {
     small_gemm_four_blocks(rows, g, col_begin, col_end);
   } else {
