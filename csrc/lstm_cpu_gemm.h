@@ -33,8 +33,8 @@ void small_gemm(int64_t rows, int64_t blocks, int64_t b_block_stride, int64_t c_
 void transpose(const float* src, int64_t ld_src, int64_t rows, int64_t cols, float* dst,
                int64_t ld_dst);
 
-// C = A B over all threads (lstm_layer.h's GemmParams), a GEMM of many rows: the backward's
-// input and weight gradients.
+// lstm_layer.h's GemmParams (C = A B, or C = A^T B with its second product and column sums)
+// over all threads: the backward's input, weight and bias gradients.
 void parallel_gemm(const GemmParams& params);
 
 }  // namespace cpu

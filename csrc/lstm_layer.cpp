@@ -204,20 +204,21 @@ void gather_previous_hidden(const std::vector<StepPlan>& plan, const at::Tensor&
   }
 }
 
-// C = A B through the backend's float32 GEMM; A, B and C contiguous.
-void backend_gemm(const StepKernels& kernels, const at::Tensor& A, const at::Tensor& B,
-                  const at::Tensor& C) {
+// The GemmParams of C = A B, or with transpose_a C = A^T B; A, B and C contiguous float32.
+GemmParams product(const at::Tensor& A, bool transpose_a, const at::Tensor& B,
+                   const at::Tensor& C) {
   GemmParams params;
-  params.M = A.size(0);
+  params.M = A.size(transpose_a ? 1 : 0);
   params.N = B.size(1);
-  params.K = A.size(1);
+  params.K = A.size(transpose_a ? 0 : 1);
   params.A = A.const_data_ptr<float>();
   params.lda = A.size(1);
+  params.transpose_a = transpose_a;
   params.B = B.const_data_ptr<float>();
   params.ldb = B.size(1);
   params.C = C.data_ptr<float>();
   params.ldc = C.size(1);
-  kernels.gemm_float(params);
+  return params;
 }
 
 }  // namespace
@@ -474,7 +475,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   at::Tensor grad_input = empty_saved(input);
   if (grad_input_mask && has_backend_gemm) {
     grad_input = empty_buffer({N, I}, options);
-    backend_gemm(kernels, grad_gates, w_ih.contiguous(), grad_input);
+    kernels.gemm_float(product(grad_gates, /*transpose_a=*/false, w_ih.contiguous(), grad_input));
   } else if (grad_input_mask) {
     grad_input = at::mm(grad_gates, w_ih);
   }
@@ -484,26 +485,29 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   }
   at::Tensor grad_w_ih, grad_w_hh, grad_bias;
   at::Tensor grad_w_hr = empty_saved(input);
+  at::Tensor previous_hidden = at::empty({N, R}, options);
+  gather_previous_hidden(plan, output, initial_hidden, previous_hidden);
   if (has_backend_gemm) {
-    // [dW_ih | dW_hh | db]^T (I + R + 1, 4H) = [x | h_{t-1} | 1]^T (I + R + 1, N) dL/dgates:
-    // one GEMM of row-major operands, the transposes being a few percent of its traffic.
-    at::Tensor operands_t = empty_buffer({I + R + 1, N}, options);
-    operands_t.narrow(0, 0, I).copy_(input.t());
-    gather_previous_hidden(plan, output, initial_hidden, operands_t.narrow(0, I, R).t());
-    operands_t.select(0, I + R).fill_(1);
-    at::Tensor grad_weights_t = empty_buffer({I + R + 1, 4 * H}, options);
-    backend_gemm(kernels, operands_t, grad_gates, grad_weights_t);
-    grad_w_ih = grad_weights_t.narrow(0, 0, I).t().contiguous();
-    grad_w_hh = grad_weights_t.narrow(0, I, R).t().contiguous();
-    grad_bias = grad_weights_t.select(0, I + R).clone();
+    // dW_ih = dG^T x, dW_hh = dG^T h_{t-1} and db = the column sums of dG in one pass.
+    grad_w_ih = at::empty({4 * H, I}, options);
+    grad_w_hh = at::empty({4 * H, R}, options);
+    grad_bias = at::empty({4 * H}, options);
+    const at::Tensor input_contiguous = input.contiguous();
+    GemmParams weights = product(grad_gates, /*transpose_a=*/true, input_contiguous, grad_w_ih);
+    weights.N2 = R;
+    weights.B2 = previous_hidden.const_data_ptr<float>();
+    weights.ldb2 = R;
+    weights.C2 = grad_w_hh.data_ptr<float>();
+    weights.ldc2 = R;
+    weights.a_column_sums = grad_bias.data_ptr<float>();
+    kernels.gemm_float(weights);
     if (sizes.has_projection) {
       grad_w_hr = at::empty({R, H}, options);
-      backend_gemm(kernels, grad_projected.t().contiguous(), hidden.contiguous(), grad_w_hr);
+      kernels.gemm_float(
+          product(grad_projected, /*transpose_a=*/true, hidden.contiguous(), grad_w_hr));
     }
   } else {
     const at::Tensor grad_gates_t = grad_gates.t();
-    at::Tensor previous_hidden = at::empty({N, R}, options);
-    gather_previous_hidden(plan, output, initial_hidden, previous_hidden);
     grad_w_ih = at::mm(grad_gates_t, input);
     grad_w_hh = at::mm(grad_gates_t, previous_hidden);
     grad_bias = grad_gates.sum(0);

@@ -95,15 +95,25 @@ struct LayerBackwardParams {
   int64_t recurrent_size;       // R
 };
 
-// C (M, N) = A (M, K) B (K, N), float32, row-major with the given row strides.
+// C (M, N) = A (M, K) B (K, N), float32, row-major with the given row strides. With
+// transpose_a, A is stored transposed, (K, M), and may serve a second product, C2 (M, N2) =
+// A^T B2 (K, N2), and give its column sums (M): dW_ih = dG^T x, dW_hh = dG^T h_{t-1} and db in
+// one pass over the gate gradients dG (N, 4H).
 struct GemmParams {
-  int64_t M, N, K;
-  const float* A;
-  int64_t lda;
-  const float* B;
-  int64_t ldb;
-  float* C;
-  int64_t ldc;
+  int64_t M = 0, N = 0, K = 0;
+  const float* A = nullptr;
+  int64_t lda = 0;
+  bool transpose_a = false;
+  const float* B = nullptr;
+  int64_t ldb = 0;
+  float* C = nullptr;
+  int64_t ldc = 0;
+  int64_t N2 = 0;  // 0: no second product
+  const float* B2 = nullptr;
+  int64_t ldb2 = 0;
+  float* C2 = nullptr;
+  int64_t ldc2 = 0;
+  float* a_column_sums = nullptr;  // (M), or nullptr; only with transpose_a
 };
 
 // One fused pointwise pass of a step, per storage type. The float32 hooks are optional: when
@@ -123,10 +133,8 @@ struct StepKernels {
   // step, the output projection); the driver only allocates and lays out its buffers.
   void (*layer_forward_float)(const LayerForwardParams<float>&);
   void (*layer_backward_float)(const LayerBackwardParams<float>&);
-  // The backward's float32 GEMMs over all rows after the step loop (input and weight gradients),
-  // or null for ATen's. The driver gives it row-major operands only: with it, the weight
-  // gradients are computed transposed, dW^T = [x | h_{t-1} | 1]^T dL/dgates, the ones giving the
-  // bias gradient in the same pass.
+  // The backward's float32 GEMMs over all rows after the step loop (input, weight and bias
+  // gradients), or null for ATen's.
   void (*gemm_float)(const GemmParams&);
   // Bytes of gates per input-projection GEMM (0: one GEMM for the whole layer). A chunk that
   // fits the caches is read back from them by its steps.
