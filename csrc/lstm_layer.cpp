@@ -252,9 +252,9 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
                             input.scalar_type() == at::kFloat;
   const at::Tensor bias_contiguous = has_bias ? bias.contiguous() : at::Tensor();
   const int64_t chunk_target_rows =
-      kernels.projection_chunk_bytes > 0
-          ? std::max<int64_t>(1, kernels.projection_chunk_bytes /
-                                     (4 * H * static_cast<int64_t>(input.element_size())))
+      kernels.projection_chunk_rows != nullptr
+          ? kernels.projection_chunk_rows(sizes.input_size, H,
+                                          static_cast<int64_t>(input.element_size()))
           : N;
 
   const std::vector<StepPlan> plan = plan_steps(sizes.batch_sizes, reverse);

@@ -136,9 +136,10 @@ struct StepKernels {
   // The backward's float32 GEMMs over all rows after the step loop (input, weight and bias
   // gradients), or null for ATen's.
   void (*gemm_float)(const GemmParams&);
-  // Bytes of gates per input-projection GEMM (0: one GEMM for the whole layer). A chunk that
-  // fits the caches is read back from them by its steps.
-  int64_t projection_chunk_bytes;
+  // Rows of gates per input-projection GEMM for a layer of these sizes and element size, or
+  // null for one GEMM over the whole layer. A chunk that fits the caches is read back from them
+  // by its steps.
+  int64_t (*projection_chunk_rows)(int64_t input_size, int64_t hidden_size, int64_t element_size);
 };
 
 // Returns (output (N, R), h_n (B, R), c_n (B, H), gates (N, 4H), cells (N, H), hidden (N, H)).
