@@ -129,8 +129,14 @@ def lstm_layer(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_h
     save_for_backward = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in tensors)
     args = (input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_for_backward)
-    eager_autograd = (save_for_backward and not torch.compiler.is_compiling()
-                      and not torch._C._are_functorch_transforms_active())
-    forward = _EagerLayerFunction.apply if eager_autograd else torch.ops.lstm_ext.lstm_layer_forward
-    output, h_n, c_n, *_ = forward(*args)
+    eager = not torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active()
+    if eager and save_for_backward:
+        output, h_n, c_n, *_ = _EagerLayerFunction.apply(*args)
+    elif eager:
+        # Nothing to differentiate: below the autograd key directly, past the registration's
+        # Python autograd kernel, which would only redispatch (about 15 us a call).
+        with torch._C._AutoDispatchBelowAutograd():
+            output, h_n, c_n, *_ = torch.ops.lstm_ext.lstm_layer_forward(*args)
+    else:
+        output, h_n, c_n, *_ = torch.ops.lstm_ext.lstm_layer_forward(*args)
     return output, h_n, c_n

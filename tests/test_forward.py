@@ -168,6 +168,20 @@ def test_no_grad_forward_matches_training_forward(device):
     torch.testing.assert_close(inference[0], training[0], rtol=0, atol=0)
 
 
+def test_forward_of_tensors_needing_no_gradient_matches_training_forward(device):
+    # Grad mode on, but nothing requires grad (frozen weights, data input): the operator runs
+    # below the autograd key and saves nothing.
+    case = sample_inputs(device, torch.float32, proj_size=3)
+    frozen = [a.detach() if isinstance(a, torch.Tensor) else
+              tuple(x.detach() for x in a) if isinstance(a, tuple) else a
+              for a in case.forward_args()]
+    output, (h_n, c_n) = lstm_ext.forward(*frozen)
+    assert not (output.requires_grad or h_n.requires_grad or c_n.requires_grad)
+    training = lstm_ext.forward(*case.forward_args())
+    torch.testing.assert_close(output, training[0].detach(), rtol=0, atol=0)
+    torch.testing.assert_close((h_n, c_n), tuple(t.detach() for t in training[1]), rtol=0, atol=0)
+
+
 def test_bfloat16_close_to_float64(device):
     case = sample_inputs(device, torch.float64, batch=4, steps=6, input_size=16, hidden_size=32,
                          proj_size=8)
