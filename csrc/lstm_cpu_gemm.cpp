@@ -183,7 +183,6 @@ LSTM_EXT_GEMM_TARGETS void transpose_impl(const float* src, int64_t ld_src, int6
   }
 }
 
-
 // The block of C's rows and (all parts') columns a thread computes.
 struct CBlock {
   int64_t row_begin, row_end, col_begin, col_end;

@@ -133,11 +133,6 @@ std::vector<StepLayout> layout_forward_steps(const std::vector<StepPlan>& plan,
   return layout;
 }
 
-// A (rows, cols) buffer that backward uses and drops within one call. On the CPU it is a view of
-// a per-thread buffer kept from call to call (as oneDNN keeps its scratchpad): a fresh buffer of
-// the gate gradients' size (N x 4H, beyond the 32 MB above which glibc maps fresh pages for
-// every allocation) cost 5-10% of a training step in page faults. The buffer is the largest
-// asked for so far on that thread; CUDA's caching allocator already reuses its memory.
 // at::empty, with CPU buffers of 4 MB and more advised to use transparent huge pages (as torch
 // itself does for every allocation under THP_MEM_ALLOC_ENABLE=1). glibc maps buffers over 32 MB
 // afresh for every allocation, and faulting their 4 KB pages in cost about 17 ms per 52 MB:
@@ -157,6 +152,11 @@ at::Tensor empty_buffer(at::IntArrayRef sizes, const at::TensorOptions& options)
   return buffer;
 }
 
+// A (rows, cols) buffer that backward uses and drops within one call. On the CPU it is a view of
+// a per-thread buffer kept from call to call (as oneDNN keeps its scratchpad): a fresh buffer of
+// the gate gradients' size (N x 4H, beyond the 32 MB above which glibc maps fresh pages for
+// every allocation) cost 5-10% of a training step in page faults. The buffer is the largest
+// asked for so far on that thread; CUDA's caching allocator already reuses its memory.
 at::Tensor backward_scratch(int64_t rows, int64_t cols, const at::TensorOptions& options) {
   if (options.device().type() != at::kCPU) return at::empty({rows, cols}, options);
   static thread_local at::Tensor kept;

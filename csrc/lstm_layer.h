@@ -72,8 +72,8 @@ struct LayerForwardParams {
 };
 
 // A whole backward layer's step loop, for backends that run it in one parallel region; the
-// input and weight gradients are GEMMs over all rows after it, run by the driver. Buffers hold all N
-// rows; R = P with w_hr, else H.
+// input and weight gradients are GEMMs over all rows after it, run by the driver. Buffers hold
+// all N rows; R = P with w_hr, else H.
 template <typename scalar_t>
 struct LayerBackwardParams {
   const StepLayout* steps;      // in forward processing order; walked from the end

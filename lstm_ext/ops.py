@@ -134,7 +134,7 @@ def lstm_layer(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_h
         output, h_n, c_n, *_ = _EagerLayerFunction.apply(*args)
     elif eager:
         # Nothing to differentiate: below the autograd key directly, past the registration's
-        # Python autograd kernel, which would only redispatch (about 15 us a call).
+        # Python autograd kernel, which would only redispatch (about 10 us a call).
         with torch._C._AutoDispatchBelowAutograd():
             output, h_n, c_n, *_ = torch.ops.lstm_ext.lstm_layer_forward(*args)
     else:
