@@ -1,6 +1,7 @@
-// The GEMM building blocks of the CPU layer kernels (lstm_cpu_layer.cpp): oneDNN's brgemm for
-// blocks of many rows, register-tiled loops for steps of a few rows, and weight transposes.
-// Matrices are row-major float32 with the given row strides (ld*).
+// The CPU's float32 GEMMs: the building blocks of the layer kernels (lstm_cpu_layer.cpp), oneDNN's
+// brgemm for blocks of many rows, register-tiled loops for steps of a few rows and weight
+// transposes; and the two-thread GEMM behind the backward's gradients after its step loop (the
+// `gemm_float` hook, lstm_cpu.cpp). Matrices are row-major with the given row strides (ld*).
 #pragma once
 
 #include <cstdint>
@@ -14,8 +15,8 @@ namespace cpu {
 // microsecond per call whatever its size.
 constexpr int64_t kSmallRows = 4;
 
-// C (rows, cols) = [C +] A (rows, K) B (K, cols) through oneDNN's batch-reduce GEMM kernel;
-// any size, zero included.
+// C (rows, cols) = [C +] A (rows, K) B (K, cols) through oneDNN's batch-reduce GEMM kernel, in
+// calls small enough for B's block to stay in L2; any size, zero included.
 void gemm_block(int64_t rows, int64_t cols, int64_t K, int64_t lda, int64_t ldb, int64_t ldc,
                 bool add_C, const float* A, const float* B, float* C);
 
