@@ -339,6 +339,8 @@ void gemm_block(int64_t rows, int64_t cols, int64_t K, int64_t lda, int64_t ldb,
   }
 }
 
+int64_t gemm_block_columns(int64_t K) { return gemm_blocking(K).columns; }
+
 void small_gemm(int64_t rows, int64_t blocks, int64_t b_block_stride, int64_t c_block_stride,
                 int64_t col_begin, int64_t col_end, int64_t K, const float* A, int64_t lda,
                 const float* B, int64_t ldb, float* C, int64_t ldc, bool add_C) {

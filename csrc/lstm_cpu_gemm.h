@@ -20,6 +20,9 @@ constexpr int64_t kSmallRows = 4;
 void gemm_block(int64_t rows, int64_t cols, int64_t K, int64_t lda, int64_t ldb, int64_t ldc,
                 bool add_C, const float* A, const float* B, float* C);
 
+// The columns of B per gemm_block call for depth K: a block of B (K, columns) stays in L2.
+int64_t gemm_block_columns(int64_t K);
+
 // For rows <= kSmallRows, over `blocks` (1 or 4) column blocks and the columns
 // [col_begin, col_end) of each:
 //   C[r, b * c_block_stride + c] = [C[r, ...] +] sum_k A[r, k] B[k, c] of block b,

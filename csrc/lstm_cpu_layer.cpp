@@ -52,13 +52,18 @@ ColumnRange owned_columns(int64_t total, int64_t count, int64_t index) {
 }
 
 // A thread's share of a gate weight, W (4H, K) with the thread's hidden units `units`,
-// transposed into four gate panels, each (K, units) contiguous: the GEMMs then read B in one
-// sequential stream per gate, which the prefetchers follow (rows of the full W^T lie 16H bytes
-// apart: a page or more, which they do not cross). The panels lie at `panels`.
+// transposed into four gate panels of (K, units), each stored as column blocks of
+// gemm_block_columns(K): block after block, each (K, block columns) contiguous. A GEMM call then
+// reads its block of B as one sequential stream, which the prefetchers follow; rows of a wider
+// panel (or of the full W^T) lie kilobytes apart, and a block streamed from L3 that way left the
+// brgemm kernel waiting. Measured on a 2-core Xeon (Skylake), forward B=64 T=100: I=16 H=1024
+// 1.9x faster than with whole (K, units) panels, I=512 H=1024 P=256 1.2x; training at I=H=1024
+// 1.6x.
 struct GatePanels {
-  const float* panels;  // (4, K, n): panel g holds W rows g*H + units transposed
+  const float* panels;  // (4, K, n): gate g's panel at g * K * n, in column blocks
   int64_t K;
   int64_t n;            // units.size()
+  int64_t block_columns;
   const float* gate(int64_t g) const { return panels + g * K * n; }
 };
 
@@ -67,10 +72,15 @@ GatePanels pack_gate_panels(const float* w, int64_t K, int64_t H, ColumnRange un
   // Threads' regions follow each other in the (K, 4H) scratch: this one starts at K * 4 * begin.
   float* panels = scratch + K * 4 * units.begin;
   const int64_t n = units.size();
+  const int64_t block_columns = gemm_block_columns(K);
   for (int64_t gate = 0; gate < 4; ++gate) {
-    transpose(w + (gate * H + units.begin) * K, K, n, K, panels + gate * K * n, n);
+    for (int64_t col = 0; col < n; col += block_columns) {
+      const int64_t cols = std::min(block_columns, n - col);
+      transpose(w + (gate * H + units.begin + col) * K, K, cols, K,
+                panels + gate * K * n + col * K, cols);
+    }
   }
-  return {panels, K, n};
+  return {panels, K, n, block_columns};
 }
 
 // gates (rows, 4H) += A (rows, K) W^T for the units `units` of all four gates.
@@ -78,38 +88,60 @@ void add_to_gates(int64_t rows, const float* A, int64_t lda, const GatePanels& w
                   float* gates, ColumnRange units) {
   if (rows == 0 || units.size() == 0) return;
   float* gate_columns = gates + units.begin;
-  if (rows <= kSmallRows) {
-    small_gemm(rows, /*blocks=*/4, w.K * w.n, H, 0, w.n, w.K, A, lda, w.panels, w.n,
-               gate_columns, 4 * H, /*add_C=*/true);
-    return;
-  }
-  for (int64_t gate = 0; gate < 4; ++gate) {
-    gemm_block(rows, w.n, w.K, lda, w.n, 4 * H, /*add_C=*/true, A, w.gate(gate),
-               gate_columns + gate * H);
+  for (int64_t col = 0; col < w.n; col += w.block_columns) {
+    const int64_t cols = std::min(w.block_columns, w.n - col);
+    if (rows <= kSmallRows) {
+      small_gemm(rows, /*blocks=*/4, w.K * w.n, H, 0, cols, w.K, A, lda, w.panels + col * w.K,
+                 cols, gate_columns + col, 4 * H, /*add_C=*/true);
+      continue;
+    }
+    for (int64_t gate = 0; gate < 4; ++gate) {
+      gemm_block(rows, cols, w.K, lda, cols, 4 * H, /*add_C=*/true, A, w.gate(gate) + col * w.K,
+                 gate_columns + gate * H + col);
+    }
   }
 }
 
-// C (rows, cols) = A (rows, K) B (K, cols), with B contiguous.
-void multiply_columns(int64_t rows, int64_t K, const float* A, int64_t lda, const float* B,
-                      float* C, int64_t ldc, int64_t cols) {
-  if (rows == 0 || cols == 0) return;
-  if (rows <= kSmallRows) {
-    small_gemm(rows, /*blocks=*/1, 0, 0, 0, cols, K, A, lda, B, cols, C, ldc, /*add_C=*/false);
-    return;
+// The columns `columns` of W (K, cols) copied into a (K, columns) panel stored in column blocks
+// of gemm_block_columns(K), as the gate panels are (see GatePanels), in the threads' region of
+// the scratch that starts at K * columns.begin.
+struct BlockedPanel {
+  const float* data;
+  int64_t K;
+  int64_t n;  // columns.size()
+  int64_t block_columns;
+};
+
+BlockedPanel copy_columns(const float* w, int64_t K, int64_t cols, ColumnRange columns,
+                          float* scratch) {
+  float* panel = scratch + K * columns.begin;
+  const int64_t n = columns.size();
+  const int64_t block_columns = gemm_block_columns(K);
+  for (int64_t col = 0; col < n; col += block_columns) {
+    const int64_t block_cols = std::min(block_columns, n - col);
+    float* block = panel + col * K;
+    for (int64_t row = 0; row < K; ++row) {
+      std::memcpy(block + row * block_cols, w + row * cols + columns.begin + col,
+                  block_cols * sizeof(float));
+    }
   }
-  gemm_block(rows, cols, K, lda, cols, ldc, /*add_C=*/false, A, B, C);
+  return {panel, K, n, block_columns};
 }
 
-// The columns `columns` of W (rows, cols) copied into a contiguous (rows, columns) panel, in
-// the threads' region of the scratch that starts at rows * columns.begin.
-float* copy_columns(const float* w, int64_t rows, int64_t cols, ColumnRange columns,
-                    float* scratch) {
-  float* panel = scratch + rows * columns.begin;
-  for (int64_t row = 0; row < rows; ++row) {
-    std::memcpy(panel + row * columns.size(), w + row * cols + columns.begin,
-                columns.size() * sizeof(float));
+// C (rows, w.n) = A (rows, w.K) w.
+void multiply_columns(int64_t rows, const float* A, int64_t lda, const BlockedPanel& w, float* C,
+                      int64_t ldc) {
+  if (rows == 0) return;
+  for (int64_t col = 0; col < w.n; col += w.block_columns) {
+    const int64_t cols = std::min(w.block_columns, w.n - col);
+    const float* B = w.data + col * w.K;
+    if (rows <= kSmallRows) {
+      small_gemm(rows, /*blocks=*/1, 0, 0, 0, cols, w.K, A, lda, B, cols, C + col, ldc,
+                 /*add_C=*/false);
+    } else {
+      gemm_block(rows, cols, w.K, lda, cols, ldc, /*add_C=*/false, A, B, C + col);
+    }
   }
-  return panel;
 }
 
 void forward_owned_columns(const LayerForwardParams<float>& params, ColumnRange units,
@@ -199,10 +231,11 @@ void backward_owned_columns(const LayerBackwardParams<float>& params, ColumnRang
   const int64_t R = p.recurrent_size;
   const int64_t G = 4 * H;
   const bool has_projection = p.w_hr != nullptr;
-  // The columns of W_hh (and W_hr) this thread multiplies by, copied into contiguous panels
+  // The columns of W_hh (and W_hr) this thread multiplies by, copied into column-blocked panels
   // (regions of the scratch in thread order) that its GEMMs stream sequentially.
-  float* w_hh_panel = copy_columns(p.w_hh, G, R, state, p.w_hh_columns);
-  float* w_hr_panel = has_projection ? copy_columns(p.w_hr, R, H, units, p.w_hr_columns) : nullptr;
+  const BlockedPanel w_hh_panel = copy_columns(p.w_hh, G, R, state, p.w_hh_columns);
+  const BlockedPanel w_hr_panel =
+      has_projection ? copy_columns(p.w_hr, R, H, units, p.w_hr_columns) : BlockedPanel{};
   for (int64_t k = p.num_steps - 1; k >= 0; --k) {
     const StepLayout& step = p.steps[k];
     if (step.rows == 0) continue;
@@ -219,8 +252,7 @@ void backward_owned_columns(const LayerBackwardParams<float>& params, ColumnRang
         }
       }
 #pragma omp barrier
-      multiply_columns(step.rows, R, grad_projected, R, w_hr_panel, p.grad_hidden + units.begin,
-                       H, units.size());
+      multiply_columns(step.rows, grad_projected, R, w_hr_panel, p.grad_hidden + units.begin, H);
       cell.grad_hidden = p.grad_hidden;
       cell.grad_hidden_stride = H;
       cell.grad_hidden_recurrent = nullptr;
@@ -241,8 +273,8 @@ void backward_owned_columns(const LayerBackwardParams<float>& params, ColumnRang
     if (units.size() > 0) backward_block_float(cell, 0, step.rows, units.begin, units.end);
     // dL/dh_{t-1} reads every gate column of the step.
 #pragma omp barrier
-    multiply_columns(step.rows, G, cell.grad_gates, G, w_hh_panel,
-                     p.grad_hidden_state + state.begin, R, state.size());
+    multiply_columns(step.rows, cell.grad_gates, G, w_hh_panel, p.grad_hidden_state + state.begin,
+                     R);
   }
 }
 
