@@ -51,81 +51,77 @@ ColumnRange owned_columns(int64_t total, int64_t count, int64_t index) {
   return {begin, std::min(total, begin + block)};
 }
 
-// A thread's share of a gate weight, W (4H, K) with the thread's hidden units `units`,
-// transposed into four gate panels of (K, units), each stored as column blocks of
-// gemm_block_columns(K): block after block, each (K, block columns) contiguous. A GEMM call then
-// reads its block of B as one sequential stream, which the prefetchers follow; rows of a wider
-// panel (or of the full W^T) lie kilobytes apart, and a block streamed from L3 that way left the
-// brgemm kernel waiting. Measured on a 2-core Xeon (Skylake), forward B=64 T=100: I=16 H=1024
-// 1.9x faster than with whole (K, units) panels, I=512 H=1024 P=256 1.2x; training at I=H=1024
-// 1.6x.
-struct GatePanels {
-  const float* panels;  // (4, K, n): gate g's panel at g * K * n, in column blocks
+// A (K, n) weight panel, stored as column blocks of gemm_block_columns(K): block after block,
+// each (K, block columns) contiguous. A GEMM call then reads its block of B as one sequential
+// stream, which the prefetchers follow; rows of a wider panel (or of a full weight) lie kilobytes
+// apart, and a block streamed from L3 that way left the brgemm kernel waiting. Measured on a
+// 2-core Xeon (Skylake), B=64 T=100: forward I=16 H=1024 1.9x faster than with whole (K, n)
+// panels, I=512 H=1024 P=256 1.2x; training at I=H=1024 1.6x.
+struct BlockedPanel {
+  float* data;
   int64_t K;
-  int64_t n;            // units.size()
+  int64_t n;
   int64_t block_columns;
-  const float* gate(int64_t g) const { return panels + g * K * n; }
+  const float* block(int64_t col) const { return data + col * K; }  // from column `col`
+  int64_t block_size(int64_t col) const { return std::min(block_columns, n - col); }
 };
 
-GatePanels pack_gate_panels(const float* w, int64_t K, int64_t H, ColumnRange units,
-                            float* scratch) {
-  // Threads' regions follow each other in the (K, 4H) scratch: this one starts at K * 4 * begin.
-  float* panels = scratch + K * 4 * units.begin;
-  const int64_t n = units.size();
-  const int64_t block_columns = gemm_block_columns(K);
-  for (int64_t gate = 0; gate < 4; ++gate) {
-    for (int64_t col = 0; col < n; col += block_columns) {
-      const int64_t cols = std::min(block_columns, n - col);
-      transpose(w + (gate * H + units.begin + col) * K, K, cols, K,
-                panels + gate * K * n + col * K, cols);
-    }
-  }
-  return {panels, K, n, block_columns};
+BlockedPanel blocked_panel(float* data, int64_t K, int64_t n) {
+  return {data, K, n, gemm_block_columns(K)};
 }
 
-// gates (rows, 4H) += A (rows, K) W^T for the units `units` of all four gates.
-void add_to_gates(int64_t rows, const float* A, int64_t lda, const GatePanels& w, int64_t H,
+// panel = rows (n, K; row stride K) transposed.
+void pack_transposed(const float* rows, BlockedPanel panel) {
+  for (int64_t col = 0; col < panel.n; col += panel.block_columns) {
+    const int64_t cols = panel.block_size(col);
+    transpose(rows + col * panel.K, panel.K, cols, panel.K, panel.data + col * panel.K, cols);
+  }
+}
+
+// panel = the columns [begin, begin + n) of W (K, ldw).
+void pack_columns(const float* w, int64_t ldw, int64_t begin, BlockedPanel panel) {
+  for (int64_t col = 0; col < panel.n; col += panel.block_columns) {
+    const int64_t cols = panel.block_size(col);
+    float* block = panel.data + col * panel.K;
+    for (int64_t row = 0; row < panel.K; ++row) {
+      std::memcpy(block + row * cols, w + row * ldw + begin + col, cols * sizeof(float));
+    }
+  }
+}
+
+// A thread's share of a gate weight W (4H, K), its hidden units `units` of each gate, as four
+// transposed (K, units) panels one after the other. Threads' regions follow each other in the
+// (K, 4H) scratch: this one starts at K * 4 * units.begin.
+BlockedPanel pack_gate_panels(const float* w, int64_t K, int64_t H, ColumnRange units,
+                              float* scratch) {
+  const BlockedPanel panels = blocked_panel(scratch + K * 4 * units.begin, K, units.size());
+  for (int64_t gate = 0; gate < 4; ++gate) {
+    BlockedPanel gate_panel = panels;
+    gate_panel.data += gate * K * units.size();
+    pack_transposed(w + (gate * H + units.begin) * K, gate_panel);
+  }
+  return panels;
+}
+
+// gates (rows, 4H) += A (rows, K) W^T for the units `units` of all four gates (w: the four gate
+// panels of pack_gate_panels).
+void add_to_gates(int64_t rows, const float* A, int64_t lda, const BlockedPanel& w, int64_t H,
                   float* gates, ColumnRange units) {
   if (rows == 0 || units.size() == 0) return;
+  const int64_t gate_stride = w.K * w.n;
   float* gate_columns = gates + units.begin;
   for (int64_t col = 0; col < w.n; col += w.block_columns) {
-    const int64_t cols = std::min(w.block_columns, w.n - col);
+    const int64_t cols = w.block_size(col);
     if (rows <= kSmallRows) {
-      small_gemm(rows, /*blocks=*/4, w.K * w.n, H, 0, cols, w.K, A, lda, w.panels + col * w.K,
-                 cols, gate_columns + col, 4 * H, /*add_C=*/true);
+      small_gemm(rows, /*blocks=*/4, gate_stride, H, 0, cols, w.K, A, lda, w.block(col), cols,
+                 gate_columns + col, 4 * H, /*add_C=*/true);
       continue;
     }
     for (int64_t gate = 0; gate < 4; ++gate) {
-      gemm_block(rows, cols, w.K, lda, cols, 4 * H, /*add_C=*/true, A, w.gate(gate) + col * w.K,
-                 gate_columns + gate * H + col);
+      gemm_block(rows, cols, w.K, lda, cols, 4 * H, /*add_C=*/true, A,
+                 w.block(col) + gate * gate_stride, gate_columns + gate * H + col);
     }
   }
-}
-
-// The columns `columns` of W (K, cols) copied into a (K, columns) panel stored in column blocks
-// of gemm_block_columns(K), as the gate panels are (see GatePanels), in the threads' region of
-// the scratch that starts at K * columns.begin.
-struct BlockedPanel {
-  const float* data;
-  int64_t K;
-  int64_t n;  // columns.size()
-  int64_t block_columns;
-};
-
-BlockedPanel copy_columns(const float* w, int64_t K, int64_t cols, ColumnRange columns,
-                          float* scratch) {
-  float* panel = scratch + K * columns.begin;
-  const int64_t n = columns.size();
-  const int64_t block_columns = gemm_block_columns(K);
-  for (int64_t col = 0; col < n; col += block_columns) {
-    const int64_t block_cols = std::min(block_columns, n - col);
-    float* block = panel + col * K;
-    for (int64_t row = 0; row < K; ++row) {
-      std::memcpy(block + row * block_cols, w + row * cols + columns.begin + col,
-                  block_cols * sizeof(float));
-    }
-  }
-  return {panel, K, n, block_columns};
 }
 
 // C (rows, w.n) = A (rows, w.K) w.
@@ -133,13 +129,12 @@ void multiply_columns(int64_t rows, const float* A, int64_t lda, const BlockedPa
                       int64_t ldc) {
   if (rows == 0) return;
   for (int64_t col = 0; col < w.n; col += w.block_columns) {
-    const int64_t cols = std::min(w.block_columns, w.n - col);
-    const float* B = w.data + col * w.K;
+    const int64_t cols = w.block_size(col);
     if (rows <= kSmallRows) {
-      small_gemm(rows, /*blocks=*/1, 0, 0, 0, cols, w.K, A, lda, B, cols, C + col, ldc,
+      small_gemm(rows, /*blocks=*/1, 0, 0, 0, cols, w.K, A, lda, w.block(col), cols, C + col, ldc,
                  /*add_C=*/false);
     } else {
-      gemm_block(rows, cols, w.K, lda, cols, ldc, /*add_C=*/false, A, B, C + col);
+      gemm_block(rows, cols, w.K, lda, cols, ldc, /*add_C=*/false, A, w.block(col), C + col);
     }
   }
 }
@@ -159,13 +154,12 @@ void forward_owned_columns(const LayerForwardParams<float>& params, ColumnRange 
   // The recurrent state's columns this thread writes into h_n: its hidden units, or with the
   // projection its projection columns.
   const ColumnRange state = has_projection ? projected : units;
-  const GatePanels w_ih = pack_gate_panels(p.w_ih, I, H, units, p.w_ih_t);
-  const GatePanels w_hh = pack_gate_panels(p.w_hh, R, H, units, p.w_hh_t);
-  // The projection's columns: one (H, projected) panel.
-  float* w_hr_panel = has_projection ? p.w_hr_t + H * projected.begin : nullptr;
-  if (has_projection) {
-    transpose(p.w_hr + projected.begin * H, H, projected.size(), H, w_hr_panel, projected.size());
-  }
+  const BlockedPanel w_ih = pack_gate_panels(p.w_ih, I, H, units, p.w_ih_t);
+  const BlockedPanel w_hh = pack_gate_panels(p.w_hh, R, H, units, p.w_hh_t);
+  // The projection's columns: W_hr's rows `projected` transposed into an (H, projected) panel.
+  const BlockedPanel w_hr =
+      blocked_panel(has_projection ? p.w_hr_t + H * projected.begin : nullptr, H, projected.size());
+  if (has_projection) pack_transposed(p.w_hr + projected.begin * H, w_hr);
   for (int64_t k = 0; k < p.num_steps; ++k) {
     const StepLayout& step = p.steps[k];
     if (step.project_rows > 0 && units.size() > 0) {
@@ -208,8 +202,8 @@ void forward_owned_columns(const LayerForwardParams<float>& params, ColumnRange 
     if (has_projection) {
       // The projection reads every hidden unit of the step.
 #pragma omp barrier
-      gemm_block(step.rows, projected.size(), H, H, projected.size(), R, /*add_C=*/false,
-                 cell.hidden, w_hr_panel, p.output + step.row * R + projected.begin);
+      multiply_columns(step.rows, cell.hidden, H, w_hr, p.output + step.row * R + projected.begin,
+                       R);
     }
     for (int64_t row = step.finished_from; row < step.rows; ++row) {
       std::memcpy(p.h_n + row * R + state.begin, p.output + (step.row + row) * R + state.begin,
@@ -233,9 +227,11 @@ void backward_owned_columns(const LayerBackwardParams<float>& params, ColumnRang
   const bool has_projection = p.w_hr != nullptr;
   // The columns of W_hh (and W_hr) this thread multiplies by, copied into column-blocked panels
   // (regions of the scratch in thread order) that its GEMMs stream sequentially.
-  const BlockedPanel w_hh_panel = copy_columns(p.w_hh, G, R, state, p.w_hh_columns);
-  const BlockedPanel w_hr_panel =
-      has_projection ? copy_columns(p.w_hr, R, H, units, p.w_hr_columns) : BlockedPanel{};
+  const BlockedPanel w_hh_panel = blocked_panel(p.w_hh_columns + G * state.begin, G, state.size());
+  pack_columns(p.w_hh, R, state.begin, w_hh_panel);
+  const BlockedPanel w_hr_panel = blocked_panel(
+      has_projection ? p.w_hr_columns + R * units.begin : nullptr, R, units.size());
+  if (has_projection) pack_columns(p.w_hr, H, units.begin, w_hr_panel);
   for (int64_t k = p.num_steps - 1; k >= 0; --k) {
     const StepLayout& step = p.steps[k];
     if (step.rows == 0) continue;
