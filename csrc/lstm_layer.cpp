@@ -470,12 +470,14 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   // Input, weight and bias gradients, those asked for: one GEMM or reduction each over all N
   // rows (the input's is a third of the work after the loop, and a first layer's input seldom
   // needs it).
-  const bool has_backend_gemm = kernels.gemm_float != nullptr && input.scalar_type() == at::kFloat;
+  const GemmFloat backend_gemm = kernels.gemm_float != nullptr && input.scalar_type() == at::kFloat
+                                     ? kernels.gemm_float()
+                                     : nullptr;
   const int64_t I = sizes.input_size;
   at::Tensor grad_input = empty_saved(input);
-  if (grad_input_mask && has_backend_gemm) {
+  if (grad_input_mask && backend_gemm != nullptr) {
     grad_input = empty_buffer({N, I}, options);
-    kernels.gemm_float(product(grad_gates, /*transpose_a=*/false, w_ih.contiguous(), grad_input));
+    backend_gemm(product(grad_gates, /*transpose_a=*/false, w_ih.contiguous(), grad_input));
   } else if (grad_input_mask) {
     grad_input = at::mm(grad_gates, w_ih);
   }
@@ -487,7 +489,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   at::Tensor grad_w_hr = empty_saved(input);
   at::Tensor previous_hidden = at::empty({N, R}, options);
   gather_previous_hidden(plan, output, initial_hidden, previous_hidden);
-  if (has_backend_gemm) {
+  if (backend_gemm != nullptr) {
     // dW_ih = dG^T x, dW_hh = dG^T h_{t-1} and db = the column sums of dG in one pass.
     grad_w_ih = at::empty({4 * H, I}, options);
     grad_w_hh = at::empty({4 * H, R}, options);
@@ -500,11 +502,10 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
     weights.C2 = grad_w_hh.data_ptr<float>();
     weights.ldc2 = R;
     weights.a_column_sums = grad_bias.data_ptr<float>();
-    kernels.gemm_float(weights);
+    backend_gemm(weights);
     if (sizes.has_projection) {
       grad_w_hr = at::empty({R, H}, options);
-      kernels.gemm_float(
-          product(grad_projected, /*transpose_a=*/true, hidden.contiguous(), grad_w_hr));
+      backend_gemm(product(grad_projected, /*transpose_a=*/true, hidden.contiguous(), grad_w_hr));
     }
   } else {
     const at::Tensor grad_gates_t = grad_gates.t();

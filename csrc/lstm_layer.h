@@ -116,6 +116,9 @@ struct GemmParams {
   float* a_column_sums = nullptr;  // (M), or nullptr; only with transpose_a
 };
 
+// A backend's float32 GEMM (C = A B, or C = A^T B with its second product and column sums).
+using GemmFloat = void (*)(const GemmParams&);
+
 // One fused pointwise pass of a step, per storage type. The float32 hooks are optional: when
 // set, `layer_forward_float` and `layer_backward_float` run the step loops of a whole layer
 // (the CPU path, where raw GEMM kernels in one parallel region beat per-step ATen calls at
@@ -134,8 +137,9 @@ struct StepKernels {
   void (*layer_forward_float)(const LayerForwardParams<float>&);
   void (*layer_backward_float)(const LayerBackwardParams<float>&);
   // The backward's float32 GEMMs over all rows after the step loop (input, weight and bias
-  // gradients), or null for ATen's.
-  void (*gemm_float)(const GemmParams&);
+  // gradients): returns the backend's GEMM for this call, or null for ATen's mm. Asked per call
+  // (the CPU's choice can be switched by an environment variable); a null hook means ATen's.
+  GemmFloat (*gemm_float)();
   // Rows of gates per input-projection GEMM for a layer of these sizes and element size, or
   // null for one GEMM over the whole layer. A chunk that fits the caches is read back from them
   // by its steps.

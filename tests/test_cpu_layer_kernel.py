@@ -22,6 +22,14 @@ def threads(request):
     torch.set_num_threads(previous)
 
 
+# The GEMMs after the backward loop: lstm_ext's parallel_gemm or ATen's mm (by default the one
+# faster on this processor; LSTM_EXT_CPU_GEMM picks one).
+@pytest.fixture(params=["lstm_ext", "aten"], ids=["lstm_ext-gemm", "aten-gemm"])
+def cpu_gemm(request, monkeypatch):
+    monkeypatch.setenv("LSTM_EXT_CPU_GEMM", request.param)
+    return request.param
+
+
 def make_modules(input_size, hidden_size, proj_size, bidirectional=False):
     torch.manual_seed(0)
     reference = torch.nn.LSTM(input_size, hidden_size, proj_size=proj_size,
@@ -51,7 +59,7 @@ def test_inference_matches_nn_lstm(threads, batch, hidden_size, proj_size):
 
 @pytest.mark.parametrize("batch", [1, 2, 3, 4, 5, 17])
 @pytest.mark.parametrize("hidden_size,proj_size", [(37, 0), (130, 0), (130, 19), (48, 33), (300, 0)])
-def test_training_matches_nn_lstm(threads, batch, hidden_size, proj_size):
+def test_training_matches_nn_lstm(threads, cpu_gemm, batch, hidden_size, proj_size):
     reference, ext = make_modules(23, hidden_size, proj_size)
     x = torch.randn(9, batch, 23, requires_grad=True)
     h0 = torch.randn(1, batch, proj_size or hidden_size, requires_grad=True)
@@ -66,7 +74,7 @@ def test_training_matches_nn_lstm(threads, batch, hidden_size, proj_size):
 
 
 @pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
-def test_packed_bidirectional_matches_nn_lstm(threads, grad):
+def test_packed_bidirectional_matches_nn_lstm(threads, cpu_gemm, grad):
     reference, ext = make_modules(11, 70, 0, bidirectional=True)
     lengths = [13, 13, 9, 7, 7, 4, 2, 1]
     packed = pack_sequence([torch.randn(n, 11) for n in lengths], enforce_sorted=False)
@@ -120,7 +128,7 @@ def test_many_projection_chunks_match_float64(threads, reverse, proj_size):
 @pytest.mark.parametrize("steps,batch,input_size,hidden_size",
                          [(20, 17, 1100, 300), (5, 3, 16, 700), (40, 60, 16, 130)],
                          ids=["deep", "deep-few-rows", "many-rows"])
-def test_chunked_gemms_match_nn_lstm(threads, proj_size, steps, batch, input_size, hidden_size):
+def test_chunked_gemms_match_nn_lstm(threads, cpu_gemm, proj_size, steps, batch, input_size, hidden_size):
     reference, ext = make_modules(input_size, hidden_size, proj_size)
     x = torch.randn(steps, batch, input_size, requires_grad=True)
     expected_output, expected_state = reference(x)
@@ -130,3 +138,11 @@ def test_chunked_gemms_match_nn_lstm(threads, proj_size, steps, batch, input_siz
     expected_grads = gradients(reference, expected_output, expected_state, [x])
     actual_grads = gradients(ext, actual_output, actual_state, [x])
     torch.testing.assert_close(actual_grads, expected_grads, rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_cpu_gemm_is_refused(monkeypatch):
+    monkeypatch.setenv("LSTM_EXT_CPU_GEMM", "mkl")
+    _, ext = make_modules(5, 16, 0)
+    output, _ = ext(torch.randn(3, 2, 5, requires_grad=True))
+    with pytest.raises(RuntimeError, match="LSTM_EXT_CPU_GEMM must be lstm_ext or aten, got mkl"):
+        output.sum().backward()
