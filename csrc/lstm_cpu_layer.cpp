@@ -12,7 +12,9 @@
 #include <ATen/native/CPUBlas.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <thread>
 
 #include "lstm_cpu.h"
 #include "lstm_cpu_gemm.h"
@@ -36,6 +38,41 @@ constexpr int64_t kVectorColumns = 16;
 // 5-8% faster with 256 than with 64.
 constexpr int64_t kProjectionRowTile = 64;
 constexpr int64_t kStreamingProjectionRowTile = 256;
+
+// The barrier between the steps of a team of threads: a counter and a generation, spinning with
+// pause (then yielding to the scheduler, should the threads outnumber the cores). It made the B=1
+// (H=128) forward 5% faster than OpenMP's barrier on a 2-core Xeon, where that is the step's
+// largest cost after its GEMM.
+class StepBarrier {
+ public:
+  void set_threads(int64_t threads) { threads_ = threads; }
+
+  void wait() {
+    if (threads_ == 1) return;
+    // The phase cannot end before this thread arrives: the generation read here is its own.
+    const int64_t generation = generation_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == threads_ - 1) {
+      arrived_.store(0, std::memory_order_relaxed);
+      generation_.store(generation + 1, std::memory_order_release);
+      return;
+    }
+    for (int64_t spins = 0; generation_.load(std::memory_order_acquire) == generation; ++spins) {
+      if (spins < kSpinsBeforeYield) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+
+ private:
+  static constexpr int64_t kSpinsBeforeYield = int64_t(1) << 16;
+  int64_t threads_ = 1;
+  alignas(64) std::atomic<int64_t> arrived_{0};
+  alignas(64) std::atomic<int64_t> generation_{0};
+};
 
 struct ColumnRange {
   int64_t begin;
@@ -140,7 +177,8 @@ void multiply_columns(int64_t rows, const float* A, int64_t lda, const BlockedPa
 }
 
 void forward_owned_columns(const LayerForwardParams<float>& params, ColumnRange units,
-                           ColumnRange projected, int64_t projection_row_tile) {
+                           ColumnRange projected, int64_t projection_row_tile,
+                           StepBarrier& barrier) {
   // Read through a copy on this thread's own stack. The caller's struct lies on the main
   // thread's stack, and its fields, reloaded between stores to the buffers, stalled whenever it
   // shared its offset within 4 KB with them (4K aliasing): the forward time of a large layer
@@ -201,7 +239,7 @@ void forward_owned_columns(const LayerForwardParams<float>& params, ColumnRange 
 
     if (has_projection) {
       // The projection reads every hidden unit of the step.
-#pragma omp barrier
+    barrier.wait();
       multiply_columns(step.rows, cell.hidden, H, w_hr, p.output + step.row * R + projected.begin,
                        R);
     }
@@ -212,14 +250,14 @@ void forward_owned_columns(const LayerForwardParams<float>& params, ColumnRange 
                   units.size() * sizeof(float));
     }
     // The next step's recurrent GEMM reads every column of this step's output.
-#pragma omp barrier
+    barrier.wait();
   }
 }
 
 // Backward for the hidden units `units` and the recurrent-state columns `state` (the units, or
 // with the projection the thread's projection columns).
 void backward_owned_columns(const LayerBackwardParams<float>& params, ColumnRange units,
-                            ColumnRange state) {
+                            ColumnRange state, StepBarrier& barrier) {
   const LayerBackwardParams<float> p = params;  // see forward_owned_columns
   const int64_t H = p.hidden_size;
   const int64_t R = p.recurrent_size;
@@ -247,7 +285,7 @@ void backward_owned_columns(const LayerBackwardParams<float>& params, ColumnRang
               grad_output[row * R + col] + p.grad_hidden_state[row * R + col];
         }
       }
-#pragma omp barrier
+    barrier.wait();
       multiply_columns(step.rows, grad_projected, R, w_hr_panel, p.grad_hidden + units.begin, H);
       cell.grad_hidden = p.grad_hidden;
       cell.grad_hidden_stride = H;
@@ -268,7 +306,7 @@ void backward_owned_columns(const LayerBackwardParams<float>& params, ColumnRang
     cell.carried_rows = step.carried_rows;
     if (units.size() > 0) backward_block_float(cell, 0, step.rows, units.begin, units.end);
     // dL/dh_{t-1} reads every gate column of the step.
-#pragma omp barrier
+    barrier.wait();
     multiply_columns(step.rows, cell.grad_gates, G, w_hh_panel, p.grad_hidden_state + state.begin,
                      R);
   }
@@ -302,12 +340,15 @@ void layer_forward_float(const LayerForwardParams<float>& p) {
   const int64_t projection_row_tile = streams_input_weights(p.input_size, H)
                                           ? kStreamingProjectionRowTile
                                           : kProjectionRowTile;
+  StepBarrier barrier;
 #pragma omp parallel num_threads(static_cast<int>(threads))
   {
     const int64_t count = omp_get_num_threads();
     const int64_t index = omp_get_thread_num();
+#pragma omp single
+    barrier.set_threads(count);
     forward_owned_columns(p, owned_columns(H, count, index), owned_columns(P, count, index),
-                          projection_row_tile);
+                          projection_row_tile, barrier);
     at::native::cpublas::brgemm_release(/*is_vnni=*/false);
   }
 }
@@ -316,12 +357,16 @@ void layer_backward_float(const LayerBackwardParams<float>& p) {
   const int64_t H = p.hidden_size;
   const int64_t R = p.recurrent_size;
   const int64_t threads = layer_threads(max_step_rows(p.steps, p.num_steps), H, R);
+  StepBarrier barrier;
 #pragma omp parallel num_threads(static_cast<int>(threads))
   {
     const int64_t count = omp_get_num_threads();
     const int64_t index = omp_get_thread_num();
+#pragma omp single
+    barrier.set_threads(count);
     const ColumnRange units = owned_columns(H, count, index);
-    backward_owned_columns(p, units, p.w_hr != nullptr ? owned_columns(R, count, index) : units);
+    backward_owned_columns(p, units, p.w_hr != nullptr ? owned_columns(R, count, index) : units,
+                           barrier);
     at::native::cpublas::brgemm_release(/*is_vnni=*/false);
   }
 }
