@@ -112,19 +112,24 @@ void backward_step_cpu(const BackwardStepParams<scalar_t>& params) {
 constexpr auto kLayerForwardFloat = cpu::layer_forward_float;
 constexpr auto kLayerBackwardFloat = cpu::layer_backward_float;
 
-// MKL's sgemm (ATen's mm) on Intel processors, where it ran the GEMMs after the backward loop
-// 1.2-1.4x faster than parallel_gemm (2-core Xeon, 6400 x 4096 @ 4096 x 512 and the like: 230
-// vs 186 GFLOP/s for dX, 221 vs 158 for dW); parallel_gemm elsewhere: on AMD, where MKL does not
-// pick its fastest kernels, 205-215 vs 180-185. LSTM_EXT_CPU_GEMM=lstm_ext or =aten overrides the
-// choice (the tests run both).
-GemmFloat cpu_gemm_float() {
+// MKL's sgemm (ATen's mm) for large products on Intel processors, where it ran the GEMMs after
+// the backward loop 1.2-1.4x faster than parallel_gemm (2-core Xeon, 6400 x 4096 @ 4096 x 512 and
+// the like: 230 vs 186 GFLOP/s for dX, 221 vs 158 for dW; whole trainings of 0.84G
+// multiply-adds after the loop up to 10% faster), parallel_gemm for smaller ones there (B=1 at
+// T=100 with H=128, 256 or 512: 3-7% faster with it) and for all elsewhere: on AMD, where MKL
+// does not pick its fastest kernels, 205-215 vs 180-185 GFLOP/s.
+// LSTM_EXT_CPU_GEMM=lstm_ext or =aten overrides the choice (the tests run both).
+GemmFloat cpu_gemm_float(int64_t multiply_adds) {
+  constexpr int64_t kMinMklMultiplyAdds = int64_t(1) << 28;
 #if defined(__x86_64__) && defined(__GNUC__)
   static const bool mkl_is_faster = __builtin_cpu_is("intel");
 #else
   static const bool mkl_is_faster = false;
 #endif
   const char* choice = std::getenv("LSTM_EXT_CPU_GEMM");
-  if (choice == nullptr) return mkl_is_faster ? nullptr : cpu::parallel_gemm;
+  if (choice == nullptr) {
+    return mkl_is_faster && multiply_adds >= kMinMklMultiplyAdds ? nullptr : cpu::parallel_gemm;
+  }
   const std::string_view name(choice);
   TORCH_CHECK(name == "lstm_ext" || name == "aten",
               "LSTM_EXT_CPU_GEMM must be lstm_ext or aten, got ", name);
@@ -136,7 +141,7 @@ constexpr auto kGemmFloat = cpu_gemm_float;
 // GEMMs through ATen.
 constexpr void (*kLayerForwardFloat)(const LayerForwardParams<float>&) = nullptr;
 constexpr void (*kLayerBackwardFloat)(const LayerBackwardParams<float>&) = nullptr;
-constexpr GemmFloat (*kGemmFloat)() = nullptr;
+constexpr GemmFloat (*kGemmFloat)(int64_t) = nullptr;
 #endif
 
 // Gates per input-projection chunk: with two threads, each one's columns of a 512 KB chunk fill

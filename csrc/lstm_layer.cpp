@@ -470,9 +470,10 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   // Input, weight and bias gradients, those asked for: one GEMM or reduction each over all N
   // rows (the input's is a third of the work after the loop, and a first layer's input seldom
   // needs it).
-  const GemmFloat backend_gemm = kernels.gemm_float != nullptr && input.scalar_type() == at::kFloat
-                                     ? kernels.gemm_float()
-                                     : nullptr;
+  const GemmFloat backend_gemm =
+      kernels.gemm_float != nullptr && input.scalar_type() == at::kFloat
+          ? kernels.gemm_float(N * 4 * H * (sizes.input_size + R))
+          : nullptr;
   const int64_t I = sizes.input_size;
   at::Tensor grad_input = empty_saved(input);
   if (grad_input_mask && backend_gemm != nullptr) {

@@ -137,9 +137,10 @@ struct StepKernels {
   void (*layer_forward_float)(const LayerForwardParams<float>&);
   void (*layer_backward_float)(const LayerBackwardParams<float>&);
   // The backward's float32 GEMMs over all rows after the step loop (input, weight and bias
-  // gradients): returns the backend's GEMM for this call, or null for ATen's mm. Asked per call
-  // (the CPU's choice can be switched by an environment variable); a null hook means ATen's.
-  GemmFloat (*gemm_float)();
+  // gradients): returns the backend's GEMM for products of about `multiply_adds` in all, or null
+  // for ATen's mm. Asked per call (the CPU's choice depends on the size, the processor and an
+  // environment variable); a null hook means ATen's.
+  GemmFloat (*gemm_float)(int64_t multiply_adds);
   // Rows of gates per input-projection GEMM for a layer of these sizes and element size, or
   // null for one GEMM over the whole layer. A chunk that fits the caches is read back from them
   // by its steps.
