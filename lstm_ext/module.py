@@ -215,6 +215,8 @@ class LSTM(nn.Module):
 
     def _compute_dtype(self, input):
         """The dtype autocast runs nn.LSTM in (its lower-precision type), else None."""
+        if not torch._C._is_any_autocast_enabled():  # a few microseconds less a call
+            return None
         device_type = input.device.type
         if torch.is_autocast_enabled(device_type):
             return torch.get_autocast_dtype(device_type)
