@@ -113,8 +113,8 @@ constexpr auto kLayerForwardFloat = cpu::layer_forward_float;
 constexpr auto kLayerBackwardFloat = cpu::layer_backward_float;
 
 // MKL's sgemm (ATen's mm) for large products on Intel processors, where it ran the GEMMs after
-// the backward loop 1.2-1.4x faster than parallel_gemm (2-core Xeon, 6400 x 4096 @ 4096 x 512 and
-// the like: 230 vs 186 GFLOP/s for dX, 221 vs 158 for dW; whole trainings of 0.84G
+// the backward loop 1.2-1.7x faster than parallel_gemm (2-core Xeon, 6400 x 4096 @ 4096 x 512 and
+// the like: 245 vs 187 GFLOP/s for dX, 234 vs 139 for dW at I=H=1024; whole trainings of 0.84G
 // multiply-adds after the loop up to 10% faster), parallel_gemm for smaller ones there (B=1 at
 // T=100 with H=128, 256 or 512: 3-7% faster with it) and for all elsewhere: on AMD, where MKL
 // does not pick its fastest kernels, 205-215 vs 180-185 GFLOP/s.
