@@ -119,16 +119,18 @@ def test_many_projection_chunks_match_float64(threads, reverse, proj_size):
 # and backward steps 4 * 300 deep. The weight panels are stored in those column blocks: one
 # thread's 300 units take two blocks of the 1100-deep W_ih (224 columns) and of the backward's
 # 1200-deep W_hh (208); with H = 700 and 3 rows, the small GEMM runs the recurrent steps over
-# four blocks of the 700-deep W_hh (176 columns) and the backward's over five (140 columns). W_ih (1100 x 1200) is over 2 MB per thread, so the input
-# projection runs on larger chunks in tiles of 256 rows (340 rows: two tiles). The GEMMs after the backward loop chunk their K (the rows:
-# 2400 in three chunks of 800, which the bias gradient sums chunk by chunk) and split C over the
-# threads by rows (the input gradient; dW = dG^T [x | h] with many rows) or by columns (dW_hr;
-# dW with I = 1100, whose thread blocks straddle the two products).
+# four blocks of the 700-deep W_hh (176 columns) and the backward's over five (140 columns).
+# W_ih (1100 x 1200) is over 2 MB per thread, so the input projection runs on larger chunks in
+# tiles of 256 rows (340 rows: two tiles). The GEMMs after the backward loop chunk their K (the
+# rows: 2400 in three chunks of 800, which the bias gradient sums chunk by chunk) and split C
+# over the threads by rows (the input gradient; dW = dG^T [x | h] with many rows) or by columns
+# (dW_hr; dW with I = 1100, whose thread blocks straddle the two products).
 @pytest.mark.parametrize("proj_size", [0, 40])
 @pytest.mark.parametrize("steps,batch,input_size,hidden_size",
                          [(20, 17, 1100, 300), (5, 3, 16, 700), (40, 60, 16, 130)],
                          ids=["deep", "deep-few-rows", "many-rows"])
-def test_chunked_gemms_match_nn_lstm(threads, cpu_gemm, proj_size, steps, batch, input_size, hidden_size):
+def test_chunked_gemms_match_nn_lstm(threads, cpu_gemm, proj_size, steps, batch, input_size,
+                                     hidden_size):
     reference, ext = make_modules(input_size, hidden_size, proj_size)
     x = torch.randn(steps, batch, input_size, requires_grad=True)
     expected_output, expected_state = reference(x)
