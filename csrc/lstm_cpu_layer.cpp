@@ -239,7 +239,7 @@ void forward_owned_columns(const LayerForwardParams<float>& params, ColumnRange 
 
     if (has_projection) {
       // The projection reads every hidden unit of the step.
-    barrier.wait();
+      barrier.wait();
       multiply_columns(step.rows, cell.hidden, H, w_hr, p.output + step.row * R + projected.begin,
                        R);
     }
@@ -285,7 +285,7 @@ void backward_owned_columns(const LayerBackwardParams<float>& params, ColumnRang
               grad_output[row * R + col] + p.grad_hidden_state[row * R + col];
         }
       }
-    barrier.wait();
+      barrier.wait();
       multiply_columns(step.rows, grad_projected, R, w_hr_panel, p.grad_hidden + units.begin, H);
       cell.grad_hidden = p.grad_hidden;
       cell.grad_hidden_stride = H;
