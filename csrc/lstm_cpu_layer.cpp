@@ -1,13 +1,13 @@
 // The float32 layer on the CPU, forward and backward step loops, each in one parallel region.
 //
-// Each thread owns a block of hidden units (and, with the projection, a block of its output
-// columns) for the whole layer. Forward: it projects the input into the four gate column blocks
-// of its units (a chunk of steps at a time), adds h_{t-1} W_hh^T into them and applies the
-// cell, all in its own columns. Backward: it applies the backward cell to its units, then
-// computes its columns of dL/dh_{t-1} = dL/dgates W_hh. Only the GEMM that reads a whole row of
-// the step before needs the other threads' columns, hence one barrier per step (two with the
-// projection). A barrier between threads that stay in the region costs far less than starting
-// a parallel region per step, which is what dominated small batches.
+// The work of a step is split into items of hidden units (and, with the projection, items of
+// its output columns), which the threads claim (see StepItems). Forward: an item projects the
+// input into the four gate columns of its units (a chunk of steps at a time), adds
+// h_{t-1} W_hh^T into them and applies the cell. Backward: an item applies the backward cell to
+// its units, or computes its columns of dL/dh_{t-1} = dL/dgates W_hh. Only a GEMM that reads a
+// whole row of the phase before needs the other items' columns, hence one barrier per step (two
+// with the projection). A barrier between threads that stay in the region costs far less than
+// starting a parallel region per step, which is what dominated small batches.
 #include <ATen/Parallel.h>
 #include <ATen/native/CPUBlas.h>
 
@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "lstm_cpu.h"
 #include "lstm_cpu_gemm.h"
@@ -30,7 +31,7 @@ namespace {
 // smaller steps do not repay a barrier (B=1 with H=R=128 gains from two threads).
 constexpr int64_t kParallelStepGrain = 32768;
 
-// Thread blocks of hidden units and projection columns are multiples of one 64-byte line.
+// Work items of hidden units and projection columns are multiples of one 64-byte line.
 constexpr int64_t kVectorColumns = 16;
 
 // Rows per brgemm call of the input projection (its measured best tile height), and with input
@@ -80,13 +81,115 @@ struct ColumnRange {
   int64_t size() const { return end - begin; }
 };
 
-// The block of [0, total) columns that thread `index` of `count` owns.
-ColumnRange owned_columns(int64_t total, int64_t count, int64_t index) {
-  const int64_t per_thread = (total + count - 1) / count;
-  const int64_t block = (per_thread + kVectorColumns - 1) / kVectorColumns * kVectorColumns;
-  const int64_t begin = std::min(total, index * block);
-  return {begin, std::min(total, begin + block)};
+// Work items per thread in each phase of a step (fewer where kMinItemColumns allows no more):
+// enough for a fast core to take over the last items of a slow one.
+constexpr int64_t kItemsPerThread = 4;
+
+// Columns of a work item at least: narrower GEMM calls cost more than they balance. On a 2-core
+// Xeon, 16-column items made B=1 H=128 trainings 16% slower than one item per thread, 32-column
+// items B=256 H=256 forwards 15% slower; with 64 (alternated with the static split of one block
+// per thread): B=256 H=256 forward 0.98-0.99x the time, B=1 H=128 1.01-1.02x, B=1 and B=8 at
+// H=512 0.89x, B=64 H=512 0.91-0.97x.
+constexpr int64_t kMinItemColumns = 64;
+
+// [0, total) columns as work items of `width` columns (the last one may be narrower).
+struct ColumnItems {
+  int64_t total;
+  int64_t width;
+  int64_t count() const { return (total + width - 1) / width; }
+  ColumnRange operator[](int64_t item) const {
+    return {item * width, std::min(total, (item + 1) * width)};
+  }
+};
+
+// Whole vectors per item, about kItemsPerThread items per thread, each of kMinItemColumns at
+// least unless that left a thread without one.
+ColumnItems column_items(int64_t total, int64_t threads) {
+  const auto vectors_for = [](int64_t columns, int64_t parts) {
+    const int64_t per_part = (columns + parts - 1) / parts;
+    return (per_part + kVectorColumns - 1) / kVectorColumns * kVectorColumns;
+  };
+  const int64_t width =
+      std::max(vectors_for(total, threads * kItemsPerThread),
+               std::min(kMinItemColumns, vectors_for(total, threads)));
+  return {total, std::max(width, kVectorColumns)};
 }
+
+// The work items of one phase of the steps, claimed by a team's threads. Each thread has a home
+// range (the items a static split would give it), claims it in order, so that step after step it
+// mostly reads the same weight panels, and then claims what is left of the others' ranges. No
+// step then waits for a slow core: on the shared 2-core VMs we measure on, one vCPU often ran at
+// half speed for seconds, and with a static split the other sat at every barrier meanwhile.
+// Each home range's claims are one atomic word tagged with the round, a number the caller gives
+// each run (from 1, new in each run, and a barrier between two runs), so rounds need no reset.
+// Which thread runs an item does not change its arithmetic: results stay deterministic.
+class StepItems {
+ public:
+  // By one thread, followed by a barrier before the first run.
+  void set_up(int64_t threads, int64_t count) {
+    threads_ = threads;
+    count_ = count;
+    claims_ = std::vector<Claim>(threads);
+  }
+
+  // work(item) for the home items of `thread` only (no claims), e.g. to pack their panels.
+  template <typename Work>
+  void for_home_items(int64_t thread, const Work& work) const {
+    for (int64_t item = home_begin(thread); item < home_begin(thread + 1); ++item) work(item);
+  }
+
+  template <typename Work>
+  void run(int64_t thread, uint64_t round, const Work& work) {
+    for (int64_t offset = 0; offset < threads_; ++offset) {
+      const int64_t owner = (thread + offset) % threads_;
+      const uint64_t begin = home_begin(owner);
+      const uint64_t end = home_begin(owner + 1);
+      std::atomic<uint64_t>& claim = claims_[owner].next;
+      uint64_t seen = claim.load(std::memory_order_relaxed);
+      for (;;) {
+        const uint64_t next = (seen >> kRoundShift) == round ? seen & kItemMask : begin;
+        if (next >= end) break;
+        const uint64_t claimed = (round << kRoundShift) | (next + 1);
+        // Only the claim needs to be atomic: the items' results reach the other threads through
+        // the barrier after the run.
+        if (claim.compare_exchange_weak(seen, claimed, std::memory_order_relaxed)) {
+          work(static_cast<int64_t>(next));
+          seen = claimed;
+        }
+      }
+    }
+  }
+
+ private:
+  static constexpr int kRoundShift = 32;
+  static constexpr uint64_t kItemMask = (uint64_t(1) << kRoundShift) - 1;
+  struct alignas(64) Claim {
+    std::atomic<uint64_t> next{0};  // round << kRoundShift | the owner's next unclaimed item
+  };
+  int64_t home_begin(int64_t thread) const { return count_ * thread / threads_; }
+  int64_t threads_ = 1;
+  int64_t count_ = 0;
+  std::vector<Claim> claims_;
+};
+
+// What a layer's threads share: the step barrier and the claims of the two kinds of work items,
+// hidden units and recurrent-state columns (the projection's columns; without the projection,
+// the hidden units again, which only the backward uses).
+struct Team {
+  StepBarrier barrier;
+  ColumnItems unit_items;
+  ColumnItems state_items;
+  StepItems unit_work;
+  StepItems state_work;
+
+  void set_up(int64_t threads, int64_t H, int64_t R) {
+    barrier.set_threads(threads);
+    unit_items = column_items(H, threads);
+    state_items = column_items(R, threads);
+    unit_work.set_up(threads, unit_items.count());
+    state_work.set_up(threads, state_items.count());
+  }
+};
 
 // A (K, n) weight panel, stored as column blocks of gemm_block_columns(K): block after block,
 // each (K, block columns) contiguous. A GEMM call then reads its block of B as one sequential
@@ -105,6 +208,11 @@ struct BlockedPanel {
 
 BlockedPanel blocked_panel(float* data, int64_t K, int64_t n) {
   return {data, K, n, gemm_block_columns(K)};
+}
+
+// The panel of the columns `columns` in a scratch of such panels in column order.
+BlockedPanel column_panel(float* scratch, int64_t K, ColumnRange columns) {
+  return blocked_panel(scratch + K * columns.begin, K, columns.size());
 }
 
 // panel = rows (n, K; row stride K) transposed.
@@ -126,25 +234,26 @@ void pack_columns(const float* w, int64_t ldw, int64_t begin, BlockedPanel panel
   }
 }
 
-// A thread's share of a gate weight W (4H, K), its hidden units `units` of each gate, as four
-// transposed (K, units) panels one after the other. Threads' regions follow each other in the
-// (K, 4H) scratch: this one starts at K * 4 * units.begin.
-BlockedPanel pack_gate_panels(const float* w, int64_t K, int64_t H, ColumnRange units,
-                              float* scratch) {
-  const BlockedPanel panels = blocked_panel(scratch + K * 4 * units.begin, K, units.size());
-  for (int64_t gate = 0; gate < 4; ++gate) {
-    BlockedPanel gate_panel = panels;
-    gate_panel.data += gate * K * units.size();
-    pack_transposed(w + (gate * H + units.begin) * K, gate_panel);
-  }
-  return panels;
+// The gate panels of the hidden units `units` of a gate weight (4H, K): four transposed
+// (K, units) panels one after the other, in a (K, 4H) scratch of such panels in unit order
+// (those of `units` start at K * 4 * units.begin).
+BlockedPanel gate_panels(float* scratch, int64_t K, ColumnRange units) {
+  return blocked_panel(scratch + K * 4 * units.begin, K, units.size());
 }
 
-// gates (rows, 4H) += A (rows, K) W^T for the units `units` of all four gates (w: the four gate
-// panels of pack_gate_panels).
+void pack_gate_panels(const float* w, int64_t H, ColumnRange units, BlockedPanel panels) {
+  for (int64_t gate = 0; gate < 4; ++gate) {
+    BlockedPanel gate_panel = panels;
+    gate_panel.data += gate * panels.K * panels.n;
+    pack_transposed(w + (gate * H + units.begin) * panels.K, gate_panel);
+  }
+}
+
+// gates (rows, 4H) += A (rows, K) W^T for the units `units` of all four gates (w: their four
+// gate panels).
 void add_to_gates(int64_t rows, const float* A, int64_t lda, const BlockedPanel& w, int64_t H,
                   float* gates, ColumnRange units) {
-  if (rows == 0 || units.size() == 0) return;
+  if (rows == 0) return;
   const int64_t gate_stride = w.K * w.n;
   float* gate_columns = gates + units.begin;
   for (int64_t col = 0; col < w.n; col += w.block_columns) {
@@ -176,9 +285,11 @@ void multiply_columns(int64_t rows, const float* A, int64_t lda, const BlockedPa
   }
 }
 
-void forward_owned_columns(const LayerForwardParams<float>& params, ColumnRange units,
-                           ColumnRange projected, int64_t projection_row_tile,
-                           StepBarrier& barrier) {
+// One thread of a forward layer. Each step runs as the work items of its hidden units (input
+// projection of a new chunk, recurrent GEMM, cell), then with the projection those of its
+// projection columns; a barrier follows each phase, as the next one reads every column of it.
+void forward_thread(const LayerForwardParams<float>& params, int64_t thread,
+                    int64_t projection_row_tile, Team& team) {
   // Read through a copy on this thread's own stack. The caller's struct lies on the main
   // thread's stack, and its fields, reloaded between stores to the buffers, stalled whenever it
   // shared its offset within 4 KB with them (4K aliasing): the forward time of a large layer
@@ -189,42 +300,29 @@ void forward_owned_columns(const LayerForwardParams<float>& params, ColumnRange 
   const int64_t R = p.recurrent_size;
   const int64_t G = 4 * H;
   const bool has_projection = p.w_hr != nullptr;
-  // The recurrent state's columns this thread writes into h_n: its hidden units, or with the
-  // projection its projection columns.
-  const ColumnRange state = has_projection ? projected : units;
-  const BlockedPanel w_ih = pack_gate_panels(p.w_ih, I, H, units, p.w_ih_t);
-  const BlockedPanel w_hh = pack_gate_panels(p.w_hh, R, H, units, p.w_hh_t);
-  // The projection's columns: W_hr's rows `projected` transposed into an (H, projected) panel.
-  const BlockedPanel w_hr =
-      blocked_panel(has_projection ? p.w_hr_t + H * projected.begin : nullptr, H, projected.size());
-  if (has_projection) pack_transposed(p.w_hr + projected.begin * H, w_hr);
+  const ColumnItems unit_items = team.unit_items;
+  const ColumnItems state_items = team.state_items;
+
+  // Each thread packs the panels of its home items; any thread may read them later.
+  team.unit_work.for_home_items(thread, [&](int64_t item) {
+    const ColumnRange units = unit_items[item];
+    pack_gate_panels(p.w_ih, H, units, gate_panels(p.w_ih_t, I, units));
+    pack_gate_panels(p.w_hh, H, units, gate_panels(p.w_hh_t, R, units));
+  });
+  if (has_projection) {
+    // The projection's columns: W_hr's rows transposed into (H, columns) panels.
+    team.state_work.for_home_items(thread, [&](int64_t item) {
+      const ColumnRange columns = state_items[item];
+      pack_transposed(p.w_hr + columns.begin * H, column_panel(p.w_hr_t, H, columns));
+    });
+  }
+  team.barrier.wait();
+
   for (int64_t k = 0; k < p.num_steps; ++k) {
     const StepLayout& step = p.steps[k];
-    if (step.project_rows > 0 && units.size() > 0) {
-      // The bias first, then the input projection added to it, a tile of rows at a time.
-      for (int64_t row = 0; row < step.project_rows; row += projection_row_tile) {
-        const int64_t rows = std::min(projection_row_tile, step.project_rows - row);
-        float* gate_tile = p.gates + (step.project_gate_row + row) * G;
-        for (int64_t r = 0; r < rows; ++r) {
-          for (int64_t gate = 0; gate < 4; ++gate) {
-            float* gate_row = gate_tile + r * G + gate * H + units.begin;
-            if (p.bias != nullptr) {
-              std::memcpy(gate_row, p.bias + gate * H + units.begin, units.size() * sizeof(float));
-            } else {
-              std::fill_n(gate_row, units.size(), 0.0f);
-            }
-          }
-        }
-        add_to_gates(rows, p.input + (step.project_row + row) * I, I, w_ih, H, gate_tile, units);
-      }
-    }
-    if (step.rows == 0) continue;
-
+    if (step.rows == 0 && step.project_rows == 0) continue;
+    const uint64_t round = static_cast<uint64_t>(k) + 1;
     float* step_gates = p.gates + step.gate_row * G;
-    const int64_t starting_rows = step.rows - step.carried_rows;
-    add_to_gates(step.carried_rows, p.output + step.prev_row * R, R, w_hh, H, step_gates, units);
-    add_to_gates(starting_rows, p.h0 + step.carried_rows * R, R, w_hh, H,
-                 step_gates + step.carried_rows * G, units);
     ForwardStepParams<float> cell;
     cell.gates = step_gates;
     cell.prev_cell = p.cells + step.prev_cell_row * H;
@@ -235,58 +333,113 @@ void forward_owned_columns(const LayerForwardParams<float>& params, ColumnRange 
     cell.hidden_size = H;
     cell.hidden_stride = H;
     cell.carried_rows = step.carried_rows;
-    if (units.size() > 0) forward_block_float(cell, 0, step.rows, units.begin, units.end);
+
+    team.unit_work.run(thread, round, [&](int64_t item) {
+      const ColumnRange units = unit_items[item];
+      if (step.project_rows > 0) {
+        // The bias first, then the input projection added to it, a tile of rows at a time.
+        const BlockedPanel w_ih = gate_panels(p.w_ih_t, I, units);
+        for (int64_t row = 0; row < step.project_rows; row += projection_row_tile) {
+          const int64_t rows = std::min(projection_row_tile, step.project_rows - row);
+          float* gate_tile = p.gates + (step.project_gate_row + row) * G;
+          for (int64_t r = 0; r < rows; ++r) {
+            for (int64_t gate = 0; gate < 4; ++gate) {
+              float* gate_row = gate_tile + r * G + gate * H + units.begin;
+              if (p.bias != nullptr) {
+                std::memcpy(gate_row, p.bias + gate * H + units.begin,
+                            units.size() * sizeof(float));
+              } else {
+                std::fill_n(gate_row, units.size(), 0.0f);
+              }
+            }
+          }
+          add_to_gates(rows, p.input + (step.project_row + row) * I, I, w_ih, H, gate_tile,
+                       units);
+        }
+      }
+      const BlockedPanel w_hh = gate_panels(p.w_hh_t, R, units);
+      const int64_t starting_rows = step.rows - step.carried_rows;
+      add_to_gates(step.carried_rows, p.output + step.prev_row * R, R, w_hh, H, step_gates,
+                   units);
+      add_to_gates(starting_rows, p.h0 + step.carried_rows * R, R, w_hh, H,
+                   step_gates + step.carried_rows * G, units);
+      forward_block_float(cell, 0, step.rows, units.begin, units.end);
+      for (int64_t row = step.finished_from; row < step.rows; ++row) {
+        std::memcpy(p.c_n + row * H + units.begin, cell.cell + row * H + units.begin,
+                    units.size() * sizeof(float));
+        if (!has_projection) {
+          std::memcpy(p.h_n + row * R + units.begin, cell.hidden + row * H + units.begin,
+                      units.size() * sizeof(float));
+        }
+      }
+    });
 
     if (has_projection) {
       // The projection reads every hidden unit of the step.
-      barrier.wait();
-      multiply_columns(step.rows, cell.hidden, H, w_hr, p.output + step.row * R + projected.begin,
-                       R);
-    }
-    for (int64_t row = step.finished_from; row < step.rows; ++row) {
-      std::memcpy(p.h_n + row * R + state.begin, p.output + (step.row + row) * R + state.begin,
-                  state.size() * sizeof(float));
-      std::memcpy(p.c_n + row * H + units.begin, cell.cell + row * H + units.begin,
-                  units.size() * sizeof(float));
+      team.barrier.wait();
+      team.state_work.run(thread, round, [&](int64_t item) {
+        const ColumnRange columns = state_items[item];
+        float* output = p.output + step.row * R + columns.begin;
+        multiply_columns(step.rows, cell.hidden, H, column_panel(p.w_hr_t, H, columns), output,
+                         R);
+        for (int64_t row = step.finished_from; row < step.rows; ++row) {
+          std::memcpy(p.h_n + row * R + columns.begin, output + row * R,
+                      columns.size() * sizeof(float));
+        }
+      });
     }
     // The next step's recurrent GEMM reads every column of this step's output.
-    barrier.wait();
+    team.barrier.wait();
   }
 }
 
-// Backward for the hidden units `units` and the recurrent-state columns `state` (the units, or
-// with the projection the thread's projection columns).
-void backward_owned_columns(const LayerBackwardParams<float>& params, ColumnRange units,
-                            ColumnRange state, StepBarrier& barrier) {
-  const LayerBackwardParams<float> p = params;  // see forward_owned_columns
+// One thread of a backward layer, from the last step processed to the first. Work items of
+// hidden units apply the backward cell (after dL/dh_t = dL/d(projected h_t) W_hr for their
+// units, with the projection); items of recurrent-state columns then compute their columns of
+// dL/dh_{t-1} = dL/dgates W_hh, which every unit of the step before needs. Each such item goes
+// on into the step before with the same columns, where nothing else must come first: with the
+// projection it sums dL/d(projected h_{t-1}) of its columns, without it applies the cell to its
+// units (whose dL/dh_{t-1} it has just computed). One barrier per step then suffices (two with
+// the projection).
+void backward_thread(const LayerBackwardParams<float>& params, int64_t thread, Team& team) {
+  const LayerBackwardParams<float> p = params;  // see forward_thread
   const int64_t H = p.hidden_size;
   const int64_t R = p.recurrent_size;
   const int64_t G = 4 * H;
   const bool has_projection = p.w_hr != nullptr;
-  // The columns of W_hh (and W_hr) this thread multiplies by, copied into column-blocked panels
-  // (regions of the scratch in thread order) that its GEMMs stream sequentially.
-  const BlockedPanel w_hh_panel = blocked_panel(p.w_hh_columns + G * state.begin, G, state.size());
-  pack_columns(p.w_hh, R, state.begin, w_hh_panel);
-  const BlockedPanel w_hr_panel = blocked_panel(
-      has_projection ? p.w_hr_columns + R * units.begin : nullptr, R, units.size());
-  if (has_projection) pack_columns(p.w_hr, H, units.begin, w_hr_panel);
-  for (int64_t k = p.num_steps - 1; k >= 0; --k) {
-    const StepLayout& step = p.steps[k];
-    if (step.rows == 0) continue;
+  const ColumnItems unit_items = team.unit_items;
+  const ColumnItems state_items = team.state_items;
+
+  // The columns of W_hh (and of W_hr) that each item multiplies by, copied into column-blocked
+  // panels, each thread those of its home items.
+  team.state_work.for_home_items(thread, [&](int64_t item) {
+    const ColumnRange state = state_items[item];
+    pack_columns(p.w_hh, R, state.begin, column_panel(p.w_hh_columns, G, state));
+  });
+  if (has_projection) {
+    team.unit_work.for_home_items(thread, [&](int64_t item) {
+      const ColumnRange units = unit_items[item];
+      pack_columns(p.w_hr, H, units.begin, column_panel(p.w_hr_columns, R, units));
+    });
+  }
+  team.barrier.wait();
+
+  // dL/d(projected h_t) = the output's gradient + the recurrent one, columns `state`.
+  const auto sum_projected_gradient = [&](const StepLayout& step, ColumnRange state) {
+    float* grad_projected = p.grad_projected + step.row * R;
+    const float* grad_output = p.grad_output + step.row * R;
+    for (int64_t row = 0; row < step.rows; ++row) {
+      for (int64_t col = state.begin; col < state.end; ++col) {
+        grad_projected[row * R + col] =
+            grad_output[row * R + col] + p.grad_hidden_state[row * R + col];
+      }
+    }
+  };
+  const auto backward_units = [&](const StepLayout& step, ColumnRange units) {
     BackwardStepParams<float> cell;
     if (has_projection) {
-      // dL/d(projected h_t) = the output's gradient + the recurrent one; dL/dh_t before the
-      // projection reads all of its columns.
-      float* grad_projected = p.grad_projected + step.row * R;
-      const float* grad_output = p.grad_output + step.row * R;
-      for (int64_t row = 0; row < step.rows; ++row) {
-        for (int64_t col = state.begin; col < state.end; ++col) {
-          grad_projected[row * R + col] =
-              grad_output[row * R + col] + p.grad_hidden_state[row * R + col];
-        }
-      }
-      barrier.wait();
-      multiply_columns(step.rows, grad_projected, R, w_hr_panel, p.grad_hidden + units.begin, H);
+      multiply_columns(step.rows, p.grad_projected + step.row * R, R,
+                       column_panel(p.w_hr_columns, R, units), p.grad_hidden + units.begin, H);
       cell.grad_hidden = p.grad_hidden;
       cell.grad_hidden_stride = H;
       cell.grad_hidden_recurrent = nullptr;
@@ -304,11 +457,47 @@ void backward_owned_columns(const LayerBackwardParams<float>& params, ColumnRang
     cell.rows = step.rows;
     cell.hidden_size = H;
     cell.carried_rows = step.carried_rows;
-    if (units.size() > 0) backward_block_float(cell, 0, step.rows, units.begin, units.end);
-    // dL/dh_{t-1} reads every gate column of the step.
-    barrier.wait();
-    multiply_columns(step.rows, cell.grad_gates, G, w_hh_panel, p.grad_hidden_state + state.begin,
+    backward_block_float(cell, 0, step.rows, units.begin, units.end);
+  };
+  const auto propagate = [&](const StepLayout& step, ColumnRange state) {
+    multiply_columns(step.rows, p.grad_gates + step.row * G, G,
+                     column_panel(p.w_hh_columns, G, state), p.grad_hidden_state + state.begin,
                      R);
+  };
+
+  if (p.num_steps == 0) return;
+  const int64_t last = p.num_steps - 1;
+  uint64_t round = 1;
+  if (has_projection) {
+    team.state_work.run(thread, round, [&](int64_t item) {
+      sum_projected_gradient(p.steps[last], state_items[item]);
+    });
+  } else {
+    team.unit_work.run(thread, round, [&](int64_t item) {
+      backward_units(p.steps[last], unit_items[item]);
+    });
+  }
+  for (int64_t k = last; k >= 0; --k) {
+    const StepLayout& step = p.steps[k];
+    ++round;
+    if (has_projection) {
+      // dL/dh_t before the projection reads every projected column.
+      team.barrier.wait();
+      team.unit_work.run(thread, round,
+                         [&](int64_t item) { backward_units(step, unit_items[item]); });
+    }
+    // dL/dh_{t-1} reads every gate column of the step.
+    team.barrier.wait();
+    team.state_work.run(thread, round, [&](int64_t item) {
+      const ColumnRange state = state_items[item];
+      propagate(step, state);
+      if (k == 0) return;
+      if (has_projection) {
+        sum_projected_gradient(p.steps[k - 1], state);
+      } else {
+        backward_units(p.steps[k - 1], state);
+      }
+    });
   }
 }
 
@@ -334,21 +523,17 @@ int64_t max_step_rows(const StepLayout* steps, int64_t num_steps) {
 // columns are split over the threads that actually run.
 void layer_forward_float(const LayerForwardParams<float>& p) {
   const int64_t H = p.hidden_size;
-  const int64_t P = p.w_hr != nullptr ? p.recurrent_size : 0;
-  const int64_t threads =
-      layer_threads(max_step_rows(p.steps, p.num_steps), H, p.recurrent_size);
+  const int64_t R = p.recurrent_size;
+  const int64_t threads = layer_threads(max_step_rows(p.steps, p.num_steps), H, R);
   const int64_t projection_row_tile = streams_input_weights(p.input_size, H)
                                           ? kStreamingProjectionRowTile
                                           : kProjectionRowTile;
-  StepBarrier barrier;
+  Team team;
 #pragma omp parallel num_threads(static_cast<int>(threads))
   {
-    const int64_t count = omp_get_num_threads();
-    const int64_t index = omp_get_thread_num();
 #pragma omp single
-    barrier.set_threads(count);
-    forward_owned_columns(p, owned_columns(H, count, index), owned_columns(P, count, index),
-                          projection_row_tile, barrier);
+    team.set_up(omp_get_num_threads(), H, R);
+    forward_thread(p, omp_get_thread_num(), projection_row_tile, team);
     at::native::cpublas::brgemm_release(/*is_vnni=*/false);
   }
 }
@@ -357,16 +542,12 @@ void layer_backward_float(const LayerBackwardParams<float>& p) {
   const int64_t H = p.hidden_size;
   const int64_t R = p.recurrent_size;
   const int64_t threads = layer_threads(max_step_rows(p.steps, p.num_steps), H, R);
-  StepBarrier barrier;
+  Team team;
 #pragma omp parallel num_threads(static_cast<int>(threads))
   {
-    const int64_t count = omp_get_num_threads();
-    const int64_t index = omp_get_thread_num();
 #pragma omp single
-    barrier.set_threads(count);
-    const ColumnRange units = owned_columns(H, count, index);
-    backward_owned_columns(p, units, p.w_hr != nullptr ? owned_columns(R, count, index) : units,
-                           barrier);
+    team.set_up(omp_get_num_threads(), H, R);
+    backward_thread(p, omp_get_thread_num(), team);
     at::native::cpublas::brgemm_release(/*is_vnni=*/false);
   }
 }

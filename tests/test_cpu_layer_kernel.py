@@ -1,7 +1,7 @@
 """The CPU's float32 whole-layer kernels (csrc/lstm_cpu_layer.cpp, forward and backward) on the
 shapes that pick their branches: steps of 1-4 rows (the register-tiled GEMMs) and more
-(brgemm), one thread and two (hidden units and projection columns split over threads, with
-ragged last blocks), several input-projection chunks, packed batches in both directions, with
+(brgemm), one thread and two (hidden units and projection columns split into work items that
+the threads claim, with ragged last items), several input-projection chunks, packed batches in both directions, with
 and without saving activations. Each is compared with torch.nn.LSTM (float32: outputs, states
 and every gradient) or, through the operator, with the float64 result of the same operator."""
 
@@ -115,19 +115,20 @@ def test_many_projection_chunks_match_float64(threads, reverse, proj_size):
 
 
 # gemm_block splits brgemm calls deeper than 1024 into equal chunks and B blocks over 128K
-# floats into column blocks: 1100-deep input projections (chunks of 550 x 300 columns per gate)
-# and backward steps 4 * 300 deep. The weight panels are stored in those column blocks: one
-# thread's 300 units take two blocks of the 1100-deep W_ih (224 columns) and of the backward's
-# 1200-deep W_hh (208); with H = 700 and 3 rows, the small GEMM runs the recurrent steps over
-# four blocks of the 700-deep W_hh (176 columns) and the backward's over five (140 columns).
-# W_ih (1100 x 1200) is over 2 MB per thread, so the input projection runs on larger chunks in
-# tiles of 256 rows (340 rows: two tiles). The GEMMs after the backward loop chunk their K (the
-# rows: 2400 in three chunks of 800, which the bias gradient sums chunk by chunk) and split C
-# over the threads by rows (the input gradient; dW = dG^T [x | h] with many rows) or by columns
-# (dW_hr; dW with I = 1100, whose thread blocks straddle the two products).
+# floats into column blocks: 1100-deep input projections (chunks of 550 x 224 columns) and
+# backward steps 4 * 960 deep (four chunks of 960 x 128). The weight panels are stored in those
+# column blocks; with one thread, whose work items are a quarter of the hidden units, an item of
+# 240 units takes two blocks of the 1100-deep W_ih (224 columns), of the 960-deep W_hh (128) and
+# of the backward's 3840-deep one (128); with H = 720 and 3 rows, the small GEMM runs the
+# recurrent steps over two blocks of the 720-deep W_hh (176 columns) and the backward's over two
+# of the 2880-deep one (128). W_ih (1100 x 3840) is over 2 MB per thread, so the input projection
+# runs on larger chunks in tiles of 256 rows (340 rows: two tiles). The GEMMs after the backward
+# loop chunk their K (the rows: 2400 in three chunks of 800, which the bias gradient sums chunk
+# by chunk) and split C over the threads by rows (the input gradient; dW = dG^T [x | h] with many
+# rows) or by columns (dW_hr; dW with I = 1100, whose thread blocks straddle the two products).
 @pytest.mark.parametrize("proj_size", [0, 40])
 @pytest.mark.parametrize("steps,batch,input_size,hidden_size",
-                         [(20, 17, 1100, 300), (5, 3, 16, 700), (40, 60, 16, 130)],
+                         [(20, 17, 1100, 960), (5, 3, 16, 720), (40, 60, 16, 130)],
                          ids=["deep", "deep-few-rows", "many-rows"])
 def test_chunked_gemms_match_nn_lstm(threads, cpu_gemm, proj_size, steps, batch, input_size,
                                      hidden_size):
@@ -140,6 +141,23 @@ def test_chunked_gemms_match_nn_lstm(threads, cpu_gemm, proj_size, steps, batch,
     expected_grads = gradients(reference, expected_output, expected_state, [x])
     actual_grads = gradients(ext, actual_output, actual_state, [x])
     torch.testing.assert_close(actual_grads, expected_grads, rtol=1e-4, atol=1e-4)
+
+
+# Two threads claim each step's work items (64-128 hidden units, 32 projection columns) as they
+# get to them: which thread runs an item must not change a bit of the results.
+@pytest.mark.parametrize("proj_size", [0, 136])
+def test_results_are_bitwise_repeatable(threads, proj_size):
+    _, ext = make_modules(24, 520, proj_size)
+    x = torch.randn(30, 16, 24, requires_grad=True)
+
+    def run():
+        output, state = ext(x)
+        return (output, *state, *gradients(ext, output, state, [x]))
+
+    first = run()
+    for _ in range(4):
+        for a, b in zip(first, run()):
+            assert torch.equal(a, b)
 
 
 def test_unknown_cpu_gemm_is_refused(monkeypatch):
