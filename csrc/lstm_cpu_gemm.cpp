@@ -134,6 +134,79 @@ LSTM_EXT_GEMM_TARGETS void small_gemm_one_block(int64_t rows, const SmallGemm& g
 typedef float Float8 __attribute__((vector_size(32), aligned(4)));
 typedef int32_t Int8 __attribute__((vector_size(32)));
 
+typedef float Float4 __attribute__((vector_size(16), aligned(4)));
+
+LSTM_EXT_INLINE float horizontal_sum(const FloatVector& v) {
+  Float8 halves[2];
+  std::memcpy(halves, &v, sizeof(v));
+  const Float8 eight = halves[0] + halves[1];
+  Float4 quarters[2];
+  std::memcpy(quarters, &eight, sizeof(eight));
+  const Float4 four = quarters[0] + quarters[1];
+  return (four[0] + four[2]) + (four[1] + four[3]);
+}
+
+// C (rows, n) = [C +] A (rows, K) W^T, W (n, K) as stored (see small_gemm_transposed_b).
+struct DotGemm {
+  int64_t K;
+  const float* A;
+  int64_t lda;
+  const float* W;
+  int64_t ldw;
+  float* C;
+  int64_t ldc;
+  bool add_C;
+};
+
+// kRows x kOutputs dot products from output `output`: vectors of partial sums along K, each
+// summed across its lanes at the end.
+template <int64_t kRows, int64_t kOutputs>
+LSTM_EXT_INLINE void dot_tile(const DotGemm& g, int64_t output) {
+  FloatVector sums[kRows][kOutputs];
+  for (int64_t r = 0; r < kRows; ++r) {
+    for (int64_t o = 0; o < kOutputs; ++o) sums[r][o] = FloatVector{};
+  }
+  const int64_t vector_end = g.K / kFloatVectorSize * kFloatVectorSize;
+  for (int64_t k = 0; k < vector_end; k += kFloatVectorSize) {
+    FloatVector a[kRows];
+    for (int64_t r = 0; r < kRows; ++r) {
+      a[r] = *reinterpret_cast<const FloatVector*>(g.A + r * g.lda + k);
+    }
+    for (int64_t o = 0; o < kOutputs; ++o) {
+      const FloatVector w = *reinterpret_cast<const FloatVector*>(g.W + (output + o) * g.ldw + k);
+      for (int64_t r = 0; r < kRows; ++r) sums[r][o] += a[r] * w;
+    }
+  }
+  for (int64_t r = 0; r < kRows; ++r) {
+    for (int64_t o = 0; o < kOutputs; ++o) {
+      float sum = horizontal_sum(sums[r][o]);
+      for (int64_t k = vector_end; k < g.K; ++k) {
+        sum += g.A[r * g.lda + k] * g.W[(output + o) * g.ldw + k];
+      }
+      float* c = g.C + r * g.ldc + output + o;
+      *c = g.add_C ? *c + sum : sum;
+    }
+  }
+}
+
+template <int64_t kRows, int64_t kOutputs>
+LSTM_EXT_INLINE void dot_rows(const DotGemm& g, int64_t n) {
+  int64_t output = 0;
+  for (; output + kOutputs <= n; output += kOutputs) dot_tile<kRows, kOutputs>(g, output);
+  for (; output < n; ++output) dot_tile<kRows, 1>(g, output);
+}
+
+// 8-16 vectors of sums per row count, as in small_gemm.
+LSTM_EXT_GEMM_TARGETS void dot_gemm(int64_t rows, int64_t n, const DotGemm& g) {
+  switch (rows) {
+    case 1: dot_rows<1, 8>(g, n); break;
+    case 2: dot_rows<2, 4>(g, n); break;
+    case 3: dot_rows<3, 4>(g, n); break;
+    case 4: dot_rows<4, 4>(g, n); break;
+    default: break;
+  }
+}
+
 // dst (8 x 8; row stride ld_dst) = src (8 x 8; row stride ld_src) transposed, in registers.
 LSTM_EXT_INLINE void transpose_8x8(const float* src, int64_t ld_src,
                                                         float* dst, int64_t ld_dst) {
@@ -352,6 +425,11 @@ void small_gemm(int64_t rows, int64_t blocks, int64_t b_block_stride, int64_t c_
   } else {
     small_gemm_one_block(rows, g, col_begin, col_end);
   }
+}
+
+void small_gemm_transposed_b(int64_t rows, int64_t n, int64_t K, const float* A, int64_t lda,
+                             const float* W, int64_t ldw, float* C, int64_t ldc, bool add_C) {
+  dot_gemm(rows, n, DotGemm{K, A, lda, W, ldw, C, ldc, add_C});
 }
 
 void transpose(const float* src, int64_t ld_src, int64_t rows, int64_t cols, float* dst,

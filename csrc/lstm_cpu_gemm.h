@@ -33,6 +33,12 @@ void small_gemm(int64_t rows, int64_t blocks, int64_t b_block_stride, int64_t c_
                 int64_t col_begin, int64_t col_end, int64_t K, const float* A, int64_t lda,
                 const float* B, int64_t ldb, float* C, int64_t ldc, bool add_C);
 
+// For rows <= kSmallRows: C (rows, n) = [C +] A (rows, K) W^T, with W (n, K) as stored (row
+// stride ldw). Each output is a dot product of a row of A and one of W, read front to back:
+// no transposed copy of W is needed, which costs more than the GEMM when few rows read W.
+void small_gemm_transposed_b(int64_t rows, int64_t n, int64_t K, const float* A, int64_t lda,
+                             const float* W, int64_t ldw, float* C, int64_t ldc, bool add_C);
+
 // dst (cols, ld_dst) = src (rows, ld_src) transposed.
 void transpose(const float* src, int64_t ld_src, int64_t rows, int64_t cols, float* dst,
                int64_t ld_dst);

@@ -46,7 +46,10 @@ def gradients(module, output, state, leaves):
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3, 4, 5, 17])
-@pytest.mark.parametrize("hidden_size,proj_size", [(37, 0), (130, 0), (130, 19), (48, 33), (300, 0)])
+# W_hh of H=300 (and of H=300, P=220) is over 512 KB per thread: steps of 1-4 rows read it as
+# stored, through dot products over its rows of 300 (220) floats.
+@pytest.mark.parametrize("hidden_size,proj_size",
+                         [(37, 0), (130, 0), (130, 19), (48, 33), (300, 0), (300, 220)])
 def test_inference_matches_nn_lstm(threads, batch, hidden_size, proj_size):
     reference, ext = make_modules(23, hidden_size, proj_size)
     x = torch.randn(9, batch, 23)
@@ -58,7 +61,10 @@ def test_inference_matches_nn_lstm(threads, batch, hidden_size, proj_size):
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3, 4, 5, 17])
-@pytest.mark.parametrize("hidden_size,proj_size", [(37, 0), (130, 0), (130, 19), (48, 33), (300, 0)])
+# W_hh of H=300 (and of H=300, P=220) is over 512 KB per thread: steps of 1-4 rows read it as
+# stored, through dot products over its rows of 300 (220) floats.
+@pytest.mark.parametrize("hidden_size,proj_size",
+                         [(37, 0), (130, 0), (130, 19), (48, 33), (300, 0), (300, 220)])
 def test_training_matches_nn_lstm(threads, cpu_gemm, batch, hidden_size, proj_size):
     reference, ext = make_modules(23, hidden_size, proj_size)
     x = torch.randn(9, batch, 23, requires_grad=True)
@@ -119,9 +125,9 @@ def test_many_projection_chunks_match_float64(threads, reverse, proj_size):
 # backward steps 4 * 960 deep (four chunks of 960 x 128). The weight panels are stored in those
 # column blocks; with one thread, whose work items are a quarter of the hidden units, an item of
 # 240 units takes two blocks of the 1100-deep W_ih (224 columns), of the 960-deep W_hh (128) and
-# of the backward's 3840-deep one (128); with H = 720 and 3 rows, the small GEMM runs the
-# recurrent steps over two blocks of the 720-deep W_hh (176 columns) and the backward's over two
-# of the 2880-deep one (128). W_ih (1100 x 3840) is over 2 MB per thread, so the input projection
+# of the backward's 3840-deep one (128); with H = 720 and 3 rows, the backward's small GEMM runs
+# over two blocks of the 2880-deep W_hh (128), and the forward's steps read the (large) W_hh as
+# stored, through dot products. W_ih (1100 x 3840) is over 2 MB per thread, so the input projection
 # runs on larger chunks in tiles of 256 rows (340 rows: two tiles). The GEMMs after the backward
 # loop chunk their K (the rows: 2400 in three chunks of 800, which the bias gradient sums chunk
 # by chunk) and split C over the threads by rows (the input gradient; dW = dG^T [x | h] with many
