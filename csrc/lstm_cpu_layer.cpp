@@ -317,7 +317,7 @@ void forward_thread(const LayerForwardParams<float>& params, int64_t thread,
   // Each thread packs the panels of its home items; any thread may read them later.
   team.unit_work.for_home_items(thread, [&](int64_t item) {
     const ColumnRange units = unit_items[item];
-    pack_gate_panels(p.w_ih, H, units, gate_panels(p.w_ih_t, I, units));
+    if (p.w_ih != nullptr) pack_gate_panels(p.w_ih, H, units, gate_panels(p.w_ih_t, I, units));
     if (!w_hh_as_stored) pack_gate_panels(p.w_hh, H, units, gate_panels(p.w_hh_t, R, units));
   });
   if (has_projection) {

@@ -242,7 +242,8 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
 
   // The input projection, with both biases folded into its initial value, runs as one GEMM per
   // chunk of consecutive steps (one chunk, the whole layer, unless the backend asks for
-  // smaller): the steps then read their gates while the chunk is in cache.
+  // smaller): the steps then read their gates while the chunk is in cache. A layer kernel
+  // projects its chunks itself, unless the backend has the driver project all rows first.
   const bool has_bias = b_ih.has_value() || b_hh.has_value();
   const at::Tensor bias = !has_bias                             ? at::Tensor()
                           : b_ih.has_value() && b_hh.has_value() ? at::add(*b_ih, *b_hh)
@@ -258,12 +259,26 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
           : N;
 
   const std::vector<StepPlan> plan = plan_steps(sizes.batch_sizes, reverse);
-  const std::vector<ProjectionChunk> chunks = plan_projection_chunks(plan, chunk_target_rows);
+  const bool input_projected_first =
+      layer_kernel && kernels.projects_input_first != nullptr &&
+      kernels.projects_input_first(N, B, sizes.input_size, H, save_for_backward);
+  const std::vector<ProjectionChunk> chunks =
+      input_projected_first ? std::vector<ProjectionChunk>()
+                            : plan_projection_chunks(plan, chunk_target_rows);
   const std::vector<StepLayout> layout =
       layout_forward_steps(plan, chunks, save_for_backward, sizes.has_projection, B);
   int64_t chunk_capacity = 0;
   for (const ProjectionChunk& chunk : chunks) chunk_capacity = std::max(chunk_capacity, chunk.rows);
-  at::Tensor gates = empty_buffer({save_for_backward ? N : chunk_capacity, 4 * H}, options);
+  at::Tensor gates = empty_buffer(
+      {save_for_backward || input_projected_first ? N : chunk_capacity, 4 * H}, options);
+  if (input_projected_first) {
+    // gates = input W_ih^T + bias, every row.
+    if (has_bias) {
+      at::addmm_out(gates, bias, input, w_ih.t());
+    } else {
+      at::mm_out(gates, input, w_ih.t());
+    }
+  }
   at::Tensor output = empty_buffer({N, R}, options);
   at::Tensor cells = empty_buffer({save_for_backward ? N : 2 * B, H}, options);
   at::Tensor hidden = !sizes.has_projection ? output
@@ -276,20 +291,21 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
     const at::Tensor w_ih_contiguous = w_ih.contiguous();
     const at::Tensor w_hh_contiguous = w_hh.contiguous();
     const at::Tensor w_hr_contiguous = sizes.has_projection ? w_hr->contiguous() : at::Tensor();
-    at::Tensor w_ih_t_scratch = at::empty({sizes.input_size, 4 * H}, options);
+    at::Tensor w_ih_t_scratch =
+        input_projected_first ? at::Tensor() : at::empty({sizes.input_size, 4 * H}, options);
     at::Tensor w_hh_t_scratch = at::empty({R, 4 * H}, options);
     at::Tensor w_hr_t_scratch = sizes.has_projection ? at::empty({H, R}, options) : at::Tensor();
     LayerForwardParams<float> params;
     params.steps = layout.data();
     params.num_steps = static_cast<int64_t>(layout.size());
     params.input = input_contiguous.const_data_ptr<float>();
-    params.w_ih = w_ih_contiguous.const_data_ptr<float>();
+    params.w_ih = input_projected_first ? nullptr : w_ih_contiguous.const_data_ptr<float>();
     params.bias = has_bias ? bias_contiguous.const_data_ptr<float>() : nullptr;
     params.w_hh = w_hh_contiguous.const_data_ptr<float>();
     params.w_hr = sizes.has_projection ? w_hr_contiguous.const_data_ptr<float>() : nullptr;
     params.h0 = initial_hidden.const_data_ptr<float>();
     params.c0 = initial_cell.const_data_ptr<float>();
-    params.w_ih_t = w_ih_t_scratch.data_ptr<float>();
+    params.w_ih_t = input_projected_first ? nullptr : w_ih_t_scratch.data_ptr<float>();
     params.w_hh_t = w_hh_t_scratch.data_ptr<float>();
     params.w_hr_t = sizes.has_projection ? w_hr_t_scratch.data_ptr<float>() : nullptr;
     params.gates = gates.data_ptr<float>();

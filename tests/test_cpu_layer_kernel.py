@@ -1,9 +1,11 @@
 """The CPU's float32 whole-layer kernels (csrc/lstm_cpu_layer.cpp, forward and backward) on the
-shapes that pick their branches: steps of 1-4 rows (the register-tiled GEMMs) and more
-(brgemm), one thread and two (hidden units and projection columns split into work items that
-the threads claim, with ragged last items), several input-projection chunks, packed batches in both directions, with
-and without saving activations. Each is compared with torch.nn.LSTM (float32: outputs, states
-and every gradient) or, through the operator, with the float64 result of the same operator."""
+shapes that pick their branches: steps of 1-4 rows (the register-tiled GEMMs, and the dot
+products over a large W_hh as stored) and more (brgemm), one thread and two (hidden units and
+projection columns split into work items that the threads claim, with ragged last items),
+several input-projection chunks or the driver's projection of all rows first, packed batches in
+both directions, with and without saving activations. Each is compared with torch.nn.LSTM
+(float32: outputs, states and every gradient) or, through the operator, with the float64 result
+of the same operator."""
 
 import pytest
 import torch
@@ -127,11 +129,13 @@ def test_many_projection_chunks_match_float64(threads, reverse, proj_size):
 # 240 units takes two blocks of the 1100-deep W_ih (224 columns), of the 960-deep W_hh (128) and
 # of the backward's 3840-deep one (128); with H = 720 and 3 rows, the backward's small GEMM runs
 # over two blocks of the 2880-deep W_hh (128), and the forward's steps read the (large) W_hh as
-# stored, through dot products. W_ih (1100 x 3840) is over 2 MB per thread, so the input projection
-# runs on larger chunks in tiles of 256 rows (340 rows: two tiles). The GEMMs after the backward
-# loop chunk their K (the rows: 2400 in three chunks of 800, which the bias gradient sums chunk
-# by chunk) and split C over the threads by rows (the input gradient; dW = dG^T [x | h] with many
-# rows) or by columns (dW_hr; dW with I = 1100, whose thread blocks straddle the two products).
+# stored, through dot products. W_ih (1100 x 3840) is over 2 MB per thread, so with lstm_ext's
+# GEMM the input projection runs on larger chunks in tiles of 256 rows (340 rows: two tiles);
+# with ATen's, and for the 3-row steps, the driver projects all rows first. The GEMMs after the
+# backward loop chunk their K (the rows: 2400 in three chunks of 800, which the bias gradient
+# sums chunk by chunk) and split C over the threads by rows (the input gradient; dW = dG^T [x | h]
+# with many rows) or by columns (dW_hr; dW with I = 1100, whose thread blocks straddle the two
+# products).
 @pytest.mark.parametrize("proj_size", [0, 40])
 @pytest.mark.parametrize("steps,batch,input_size,hidden_size",
                          [(20, 17, 1100, 960), (5, 3, 16, 720), (40, 60, 16, 130)],
@@ -169,6 +173,6 @@ def test_results_are_bitwise_repeatable(threads, proj_size):
 def test_unknown_cpu_gemm_is_refused(monkeypatch):
     monkeypatch.setenv("LSTM_EXT_CPU_GEMM", "mkl")
     _, ext = make_modules(5, 16, 0)
-    output, _ = ext(torch.randn(3, 2, 5, requires_grad=True))
+    x = torch.randn(3, 2, 5, requires_grad=True)
     with pytest.raises(RuntimeError, match="LSTM_EXT_CPU_GEMM must be lstm_ext or aten, got mkl"):
-        output.sum().backward()
+        ext(x)[0].sum().backward()

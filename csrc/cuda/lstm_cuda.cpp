@@ -16,7 +16,7 @@ const StepKernels kCudaStepKernels = {
     // cuBLAS runs the recurrent GEMMs (through ATen), the step kernels only the pointwise pass.
     /*layer_forward_float=*/nullptr, /*layer_backward_float=*/nullptr, /*gemm_float=*/nullptr,
     // One input-projection GEMM for the whole layer: the GPU's caches are too small for chunks.
-    /*projection_chunk_rows=*/nullptr,
+    /*projection_chunk_rows=*/nullptr, /*projects_input_first=*/nullptr,
 };
 
 // Makes the input's device current for the operator (its GEMMs, allocations and step kernels
