@@ -137,9 +137,11 @@ GemmFloat cpu_gemm_float(int64_t multiply_adds) {
 }
 constexpr auto kGemmFloat = cpu_gemm_float;
 
-// Steps of at most this many rows, and gates of at most this many bytes where they are not
-// saved anyway, have the driver project their input first (see projects_input_first).
+// Steps of at most this many rows, with W_ih of at least this many bytes and gates of at most
+// this many where they are not saved anyway, have the driver project their input first (see
+// projects_input_first).
 constexpr int64_t kMaxRowsProjectedFirst = 16;
+constexpr int64_t kMinInputWeightBytesProjectedFirst = int64_t(512) << 10;
 constexpr int64_t kMaxUnsavedGatesProjectedFirst = int64_t(64) << 20;
 
 // Whether the driver projects a layer's input through ATen before the layer kernel, rather than
@@ -147,18 +149,20 @@ constexpr int64_t kMaxUnsavedGatesProjectedFirst = int64_t(64) << 20;
 // ATen's GEMM reads W_ih as stored, and when few rows share it that transpose, once per call,
 // costs more than the GEMM: alternated on a 2-core Xeon, B=1 T=25 I=H=1024 forward 0.86x the
 // time, with P=256 0.75x, training 0.71x; B=1 T=100 H=512 0.95x; B=4 0.91x; B=16 T=25 I=H=1024
-// 0.91x, T=100 H=512 0.97x. Larger steps keep the chunks when nothing saves the gates: the
-// chunk's gates are then read back from the caches (B=64 H=512 and B=256 H=256 forwards took
-// 1.08-1.15x the time with the projection first); but a training forward keeps every gate
-// anyway, and where MKL is the GEMM of that size it projects first too (B=64 H=512 0.93x the
-// time, I=512 H=1024 P=256 0.94x, B=256 H=256 0.95x).
+// 0.91x, T=100 H=512 0.97x; B=1 H=256 training 0.95x. A small W_ih transposes in no time (B=1
+// I=64 H=128: 1.03x the time with ATen's call first). Larger steps keep the chunks when nothing
+// saves the gates: the chunk's gates are then read back from the caches (B=64 H=512 and B=256
+// H=256 forwards took 1.08-1.15x the time with the projection first); but a training forward
+// keeps every gate anyway, and where MKL is the GEMM of that size it projects first too (B=64
+// H=512 0.93x the time, I=512 H=1024 P=256 0.94x, B=256 H=256 0.95x).
 bool projects_input_first(int64_t rows, int64_t max_step_rows, int64_t input_size,
                           int64_t hidden_size, bool save_for_backward) {
   const int64_t gates = rows * 4 * hidden_size;
   if (save_for_backward && cpu_gemm_float(gates * input_size) == nullptr) return true;
+  constexpr int64_t kFloatBytes = sizeof(float);
   return max_step_rows <= kMaxRowsProjectedFirst &&
-         (save_for_backward ||
-          gates * static_cast<int64_t>(sizeof(float)) <= kMaxUnsavedGatesProjectedFirst);
+         4 * hidden_size * input_size * kFloatBytes >= kMinInputWeightBytesProjectedFirst &&
+         (save_for_backward || gates * kFloatBytes <= kMaxUnsavedGatesProjectedFirst);
 }
 constexpr auto kProjectsInputFirst = projects_input_first;
 #else

@@ -98,6 +98,27 @@ def test_packed_bidirectional_matches_nn_lstm(threads, cpu_gemm, grad):
         torch.testing.assert_close(actual_grads, expected_grads, rtol=1e-4, atol=1e-4)
 
 
+# Steps of at most 16 rows and a W_ih of 512 KB or more (4 * 180 x 200 floats): the driver
+# projects the input of all steps through ATen before the layer kernel, with or without biases.
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("batch", [1, 16])
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
+def test_input_projected_first_matches_nn_lstm(threads, bias, batch, grad):
+    torch.manual_seed(0)
+    reference = torch.nn.LSTM(200, 180, bias=bias)
+    ext = lstm_ext.LSTM.from_torch(reference)
+    x = torch.randn(7, batch, 200, requires_grad=grad)
+    with torch.set_grad_enabled(grad):
+        expected_output, expected_state = reference(x)
+        actual_output, actual_state = ext(x)
+    torch.testing.assert_close(actual_output, expected_output, **TOLERANCE)
+    torch.testing.assert_close(actual_state, expected_state, **TOLERANCE)
+    if grad:
+        expected_grads = gradients(reference, expected_output, expected_state, [x])
+        actual_grads = gradients(ext, actual_output, actual_state, [x])
+        torch.testing.assert_close(actual_grads, expected_grads, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("proj_size", [0, 24])
 def test_many_projection_chunks_match_float64(threads, reverse, proj_size):
