@@ -288,7 +288,8 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
 
   if (layer_kernel) {
     const at::Tensor input_contiguous = input.contiguous();
-    const at::Tensor w_ih_contiguous = w_ih.contiguous();
+    // W_ih only for the kernel's own projection (a copy if it is not contiguous).
+    const at::Tensor w_ih_contiguous = input_projected_first ? at::Tensor() : w_ih.contiguous();
     const at::Tensor w_hh_contiguous = w_hh.contiguous();
     const at::Tensor w_hr_contiguous = sizes.has_projection ? w_hr->contiguous() : at::Tensor();
     at::Tensor w_ih_t_scratch =
