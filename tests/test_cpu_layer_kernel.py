@@ -152,7 +152,7 @@ def test_many_projection_chunks_match_float64(threads, reverse, proj_size):
 # over two blocks of the 2880-deep W_hh (128), and the forward's steps read the (large) W_hh as
 # stored, through dot products. W_ih (1100 x 3840) is over 2 MB per thread, so with lstm_ext's
 # GEMM the input projection runs on larger chunks in tiles of 256 rows (340 rows: two tiles);
-# with ATen's, and for the 3-row steps, the driver projects all rows first. The GEMMs after the
+# with ATen's, the driver projects all rows first. The GEMMs after the
 # backward loop chunk their K (the rows: 2400 in three chunks of 800, which the bias gradient
 # sums chunk by chunk) and split C over the threads by rows (the input gradient; dW = dG^T [x | h]
 # with many rows) or by columns (dW_hr; dW with I = 1100, whose thread blocks straddle the two
@@ -174,8 +174,8 @@ def test_chunked_gemms_match_nn_lstm(threads, cpu_gemm, proj_size, steps, batch,
     torch.testing.assert_close(actual_grads, expected_grads, rtol=1e-4, atol=1e-4)
 
 
-# Two threads claim each step's work items (64-128 hidden units, 32 projection columns) as they
-# get to them: which thread runs an item must not change a bit of the results.
+# Two threads claim each step's work items (80 hidden units, 64 projection columns) as they get
+# to them: which thread runs an item must not change a bit of the results.
 @pytest.mark.parametrize("proj_size", [0, 136])
 def test_results_are_bitwise_repeatable(threads, proj_size):
     _, ext = make_modules(24, 520, proj_size)
