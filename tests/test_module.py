@@ -154,6 +154,33 @@ def test_random_packed_configurations_match_nn_lstm(num_layers, bidirectional, b
     compare_modules(reference, candidate, data.clone, pack, hx)
 
 
+def test_calls_in_turn_with_other_sizes_dtypes_and_modes_match_nn_lstm():
+    # Eager calls without hx reuse the zero states and batch sizes of the call before when they
+    # fit: a change of batch, steps, dtype or inference mode must give fresh ones (a tensor made
+    # under inference mode cannot be saved for a later backward).
+    reference, candidate = make_pair(num_layers=2, proj_size=PROJ_SIZE)
+    calls = [(BATCH, STEPS, "train"), (BATCH, STEPS + 3, "train"), (BATCH + 2, STEPS, "train"),
+             (BATCH, STEPS, "inference"), (BATCH, STEPS, "train"), (BATCH, STEPS, "float32"),
+             (BATCH, STEPS, "train")]
+    for batch, steps, mode in calls:
+        data = torch.randn((steps, batch, INPUT_SIZE), dtype=DTYPE)
+        if mode == "inference":
+            with torch.inference_mode():
+                expected, (expected_h, expected_c) = reference(data)
+                output, (h_n, c_n) = candidate(data)
+        elif mode == "float32":
+            reference32, candidate32 = reference.float(), candidate.float()
+            expected, (expected_h, expected_c) = reference32(data.float())
+            output, (h_n, c_n) = candidate32(data.float())
+            reference.double(), candidate.double()
+        else:
+            compare_modules(reference, candidate, data.clone, identity)
+            continue
+        torch.testing.assert_close(output, expected)
+        torch.testing.assert_close(h_n, expected_h)
+        torch.testing.assert_close(c_n, expected_c)
+
+
 def test_empty_batch_matches_nn_lstm():
     reference, candidate = make_pair(num_layers=2, bidirectional=True)
     data = torch.randn((STEPS, 0, INPUT_SIZE), dtype=DTYPE)
@@ -399,3 +426,17 @@ def test_gradients_only_of_what_requires_grad(input_grad, weights_grad):
     expected, actual = grads
     assert len(actual) == len(expected) == len(leaves) + (20 if weights_grad else 0)
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_bias_gradients_are_separate_tensors_that_accumulate():
+    # The backward hands both biases one gradient tensor; each parameter's .grad must still be
+    # its own tensor, so that accumulating into one leaves the other alone.
+    torch.manual_seed(0)
+    module = lstm_ext.LSTM(4, 5, batch_first=True)
+    x = torch.randn(2, 3, 4)
+    module(x)[0].sum().backward()
+    first = module.bias_ih_l0.grad.clone()
+    assert module.bias_ih_l0.grad.data_ptr() != module.bias_hh_l0.grad.data_ptr()
+    module(x)[0].sum().backward()
+    torch.testing.assert_close(module.bias_ih_l0.grad, 2 * first)
+    torch.testing.assert_close(module.bias_hh_l0.grad, 2 * first)
