@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from lstm_ext._reuse import padded_batch_sizes, reused
 from lstm_ext.ops import lstm_layer
 
 
@@ -168,7 +169,7 @@ class LSTM(nn.Module):
         # A padded batch is the packed layout with every sequence running every step; for a
         # contiguous seq-first input the reshape is a view.
         rows = input.reshape(steps * batch, input.shape[2])
-        batch_sizes = self._padded_batch_sizes(steps, batch)
+        batch_sizes = padded_batch_sizes(self.__dict__, steps, batch)
         output, h_n, c_n = self._run_layers(rows, batch_sizes, h0, c0)
         if transposed:
             output = output.view(steps, batch, output.shape[1]).transpose(0, 1)
@@ -238,30 +239,7 @@ class LSTM(nn.Module):
             return ((input.new_zeros((batch, recurrent_size)),) * num_states,
                     (input.new_zeros((batch, self.hidden_size)),) * num_states)
 
-        return self._reused("_zero_states_cache", (batch, input.dtype, input.device), make)
-
-    def _padded_batch_sizes(self, steps, batch):
-        """batch_sizes (T,) of a padded batch: [B] * T."""
-        return self._reused("_batch_sizes_cache", (steps, batch),
-                            lambda: torch.full((steps,), batch, dtype=torch.int64))
-
-    def _reused(self, name, key, make):
-        """make(), or in eager code what it returned in the call before if `key` (and inference
-        mode) were the same. Only for tensors that the operators read and nobody else holds.
-
-        Each tensor operation this saves costs 10-30 us on the CPU right after a layer has run
-        (its weights have pushed the interpreter's working set out of the caches), a tenth of a
-        small layer's forward. Traced code makes its own; a tensor made under inference mode
-        cannot be saved for a backward outside it."""
-        if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
-            return make()
-        key = (key, torch.is_inference_mode_enabled())
-        cached = self.__dict__.get(name)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        value = make()
-        self.__dict__[name] = (key, value)
-        return value
+        return reused(self.__dict__, "_zero_states_cache", (batch, input.dtype, input.device), make)
 
     def _check_input(self, input, expected_dim):
         weight = self._parameters["weight_ih_l0"]

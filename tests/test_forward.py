@@ -138,6 +138,31 @@ def test_initial_states_none_means_zeros(device):
     assert case.w_hr.grad is not None and case.w_ih.grad.abs().sum() > 0
 
 
+def test_calls_in_turn_without_initial_states_match_the_reference(device):
+    # Calls without initial states reuse the zero states and batch sizes of the call before when
+    # they fit: a change of batch (1 takes another path), steps, sizes, dtype or inference mode
+    # must give fresh ones (a tensor made under inference mode cannot be saved for a backward).
+    calls = [(3, 5, 4, "train"), (3, 7, 4, "train"), (3, 5, 6, "train"), (1, 7, 4, "train"),
+             (2, 5, 4, "inference"), (2, 5, 4, "train"), (2, 5, 4, "float32"), (2, 5, 4, "train")]
+    for batch, steps, hidden_size, mode in calls:
+        dtype = torch.float32 if mode == "float32" else torch.float64
+        case = sample_inputs(device, dtype, batch=batch, steps=steps, hidden_size=hidden_size,
+                             proj_size=3)
+        args = (case.input, None, case.w_ih, case.w_hh, case.b_ih, case.b_hh, case.w_hr)
+        if mode == "inference":
+            with torch.inference_mode():
+                actual = lstm_ext.forward(*args)
+            expected = lstm_ext.reference.lstm_forward(*args)
+            torch.testing.assert_close(actual, expected, **TOLERANCES[dtype])
+            continue
+        actual, expected = lstm_ext.forward(*args), lstm_ext.reference.lstm_forward(*args)
+        torch.testing.assert_close(actual, expected, **TOLERANCES[dtype])
+        leaves = [case.input] + case.leaves()[3:]
+        grads = [torch.autograd.grad(result[0].sum(), leaves)
+                 for result in (actual, expected)]
+        torch.testing.assert_close(grads[0], grads[1], **TOLERANCES[dtype])
+
+
 def test_zero_steps_returns_initial_states(device):
     case = sample_inputs(device, torch.float64, steps=0, proj_size=2)
     output, (h_n, c_n) = lstm_ext.forward(*case.forward_args())
