@@ -249,10 +249,10 @@ void pack_gate_panels(const float* w, int64_t H, ColumnRange units, BlockedPanel
   }
 }
 
-// gates (rows, 4H) += A (rows, K) W^T for the units `units` of all four gates (w: their four
+// gates (rows, 4H) [+]= A (rows, K) W^T for the units `units` of all four gates (w: their four
 // gate panels).
 void add_to_gates(int64_t rows, const float* A, int64_t lda, const BlockedPanel& w, int64_t H,
-                  float* gates, ColumnRange units) {
+                  float* gates, ColumnRange units, bool add_C) {
   if (rows == 0) return;
   const int64_t gate_stride = w.K * w.n;
   float* gate_columns = gates + units.begin;
@@ -260,11 +260,11 @@ void add_to_gates(int64_t rows, const float* A, int64_t lda, const BlockedPanel&
     const int64_t cols = w.block_size(col);
     if (rows <= kSmallRows) {
       small_gemm(rows, /*blocks=*/4, gate_stride, H, 0, cols, w.K, A, lda, w.block(col), cols,
-                 gate_columns + col, 4 * H, /*add_C=*/true);
+                 gate_columns + col, 4 * H, add_C);
       continue;
     }
     for (int64_t gate = 0; gate < 4; ++gate) {
-      gemm_block(rows, cols, w.K, lda, cols, 4 * H, /*add_C=*/true, A,
+      gemm_block(rows, cols, w.K, lda, cols, 4 * H, add_C, A,
                  w.block(col) + gate * gate_stride, gate_columns + gate * H + col);
     }
   }
@@ -334,7 +334,8 @@ void forward_thread(const LayerForwardParams<float>& params, int64_t thread,
     if (w_hh_as_stored) {
       add_to_gates_as_stored(rows, h, R, p.w_hh, H, gates, units);
     } else {
-      add_to_gates(rows, h, R, gate_panels(p.w_hh_t, R, units), H, gates, units);
+      add_to_gates(rows, h, R, gate_panels(p.w_hh_t, R, units), H, gates, units,
+                   /*add_C=*/true);
     }
   };
 
@@ -353,28 +354,22 @@ void forward_thread(const LayerForwardParams<float>& params, int64_t thread,
     cell.hidden_size = H;
     cell.hidden_stride = H;
     cell.carried_rows = step.carried_rows;
+    // Gates that the projection below writes lack the bias: the cell adds it. Those that the
+    // driver projected first hold it already.
+    cell.bias = p.w_ih != nullptr ? p.bias : nullptr;
 
     team.unit_work.run(thread, round, [&](int64_t item) {
       const ColumnRange units = unit_items[item];
       if (step.project_rows > 0) {
-        // The bias first, then the input projection added to it, a tile of rows at a time.
+        // The input projection, a tile of rows at a time, written over the gates: the cell adds
+        // the bias. Initialising the tiles to the bias cost a copy per row and the GEMM a read
+        // of C: alternated on a 2-core Xeon, forwards at B=256 H=256 and B=64 H=512 take
+        // 0.88-0.95x the time without, B=1 H=128 0.92x, I=512 H=1024 P=256 0.89x.
         const BlockedPanel w_ih = gate_panels(p.w_ih_t, I, units);
         for (int64_t row = 0; row < step.project_rows; row += projection_row_tile) {
           const int64_t rows = std::min(projection_row_tile, step.project_rows - row);
-          float* gate_tile = p.gates + (step.project_gate_row + row) * G;
-          for (int64_t r = 0; r < rows; ++r) {
-            for (int64_t gate = 0; gate < 4; ++gate) {
-              float* gate_row = gate_tile + r * G + gate * H + units.begin;
-              if (p.bias != nullptr) {
-                std::memcpy(gate_row, p.bias + gate * H + units.begin,
-                            units.size() * sizeof(float));
-              } else {
-                std::fill_n(gate_row, units.size(), 0.0f);
-              }
-            }
-          }
-          add_to_gates(rows, p.input + (step.project_row + row) * I, I, w_ih, H, gate_tile,
-                       units);
+          add_to_gates(rows, p.input + (step.project_row + row) * I, I, w_ih, H,
+                       p.gates + (step.project_gate_row + row) * G, units, /*add_C=*/false);
         }
       }
       add_recurrent(step.carried_rows, p.output + step.prev_row * R, step_gates, units);

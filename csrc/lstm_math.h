@@ -133,7 +133,18 @@ struct ForwardStepParams {
   int64_t hidden_size;            // H
   int64_t hidden_stride;          // row stride of `hidden` (H; larger when it is a view)
   int64_t carried_rows;
+  // (4H) b_ih + b_hh, added to the pre-activations here when the GEMMs left it out (the CPU
+  // layer kernel's input projection writes its gates without initialising them to the bias);
+  // nullptr when the gates already hold it.
+  const scalar_t* bias = nullptr;
 };
+
+// A pre-activation plus its bias, if the step adds one (see ForwardStepParams::bias).
+template <typename scalar_t, typename acc_t>
+LSTM_HOST_DEVICE acc_t pre_activation(scalar_t gate, const scalar_t* bias, int64_t index) {
+  return bias != nullptr ? static_cast<acc_t>(gate) + static_cast<acc_t>(bias[index])
+                         : static_cast<acc_t>(gate);
+}
 
 template <typename scalar_t>
 LSTM_HOST_DEVICE const scalar_t* prev_cell_row(const scalar_t* prev_cell,
@@ -148,8 +159,10 @@ LSTM_HOST_DEVICE void lstm_forward_element(const ForwardStepParams<scalar_t>& p,
   const int64_t H = p.hidden_size;
   scalar_t* gate_row = p.gates + row * 4 * H;
   const CellForward<acc_t> out = lstm_cell_forward<acc_t>(
-      static_cast<acc_t>(gate_row[col]), static_cast<acc_t>(gate_row[H + col]),
-      static_cast<acc_t>(gate_row[2 * H + col]), static_cast<acc_t>(gate_row[3 * H + col]),
+      pre_activation<scalar_t, acc_t>(gate_row[col], p.bias, col),
+      pre_activation<scalar_t, acc_t>(gate_row[H + col], p.bias, H + col),
+      pre_activation<scalar_t, acc_t>(gate_row[2 * H + col], p.bias, 2 * H + col),
+      pre_activation<scalar_t, acc_t>(gate_row[3 * H + col], p.bias, 3 * H + col),
       static_cast<acc_t>(prev_cell_row(p.prev_cell, p.initial_cell, p.carried_rows, row, H)[col]));
   gate_row[col] = static_cast<scalar_t>(out.input_gate);
   gate_row[H + col] = static_cast<scalar_t>(out.forget_gate);
@@ -247,8 +260,10 @@ LSTM_HOST_DEVICE void lstm_forward_vector(const ForwardStepParams<scalar_t>& p, 
   Vector hidden;
   for (int lane = 0; lane < kWidth; ++lane) {
     const CellForward<acc_t> out = lstm_cell_forward<acc_t>(
-        static_cast<acc_t>(input_gate.lane[lane]), static_cast<acc_t>(forget_gate.lane[lane]),
-        static_cast<acc_t>(cell_gate.lane[lane]), static_cast<acc_t>(output_gate.lane[lane]),
+        pre_activation<scalar_t, acc_t>(input_gate.lane[lane], p.bias, col + lane),
+        pre_activation<scalar_t, acc_t>(forget_gate.lane[lane], p.bias, H + col + lane),
+        pre_activation<scalar_t, acc_t>(cell_gate.lane[lane], p.bias, 2 * H + col + lane),
+        pre_activation<scalar_t, acc_t>(output_gate.lane[lane], p.bias, 3 * H + col + lane),
         static_cast<acc_t>(prev_cell.lane[lane]));
     input_gate.lane[lane] = static_cast<scalar_t>(out.input_gate);
     forget_gate.lane[lane] = static_cast<scalar_t>(out.forget_gate);
