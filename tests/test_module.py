@@ -169,16 +169,29 @@ def test_calls_in_turn_with_other_sizes_dtypes_and_modes_match_nn_lstm():
                 expected, (expected_h, expected_c) = reference(data)
                 output, (h_n, c_n) = candidate(data)
         elif mode == "float32":
-            reference32, candidate32 = reference.float(), candidate.float()
-            expected, (expected_h, expected_c) = reference32(data.float())
-            output, (h_n, c_n) = candidate32(data.float())
-            reference.double(), candidate.double()
+            for module in (reference, candidate):
+                module.float()
+            expected, (expected_h, expected_c) = reference(data.float())
+            output, (h_n, c_n) = candidate(data.float())
+            for module in (reference, candidate):
+                module.double()
         else:
             compare_modules(reference, candidate, data.clone, identity)
             continue
         torch.testing.assert_close(output, expected)
         torch.testing.assert_close(h_n, expected_h)
         torch.testing.assert_close(c_n, expected_c)
+
+
+@pytest.mark.parametrize("with_hx", (False, True))
+def test_single_batch_first_sequence_matches_nn_lstm(with_hx):
+    # One sequence, batched (1, T, I) or not (T, I), skips the batch-first transpose.
+    reference, candidate = make_pair(num_layers=2, proj_size=PROJ_SIZE, batch_first=True)
+    data = torch.randn((1, STEPS, INPUT_SIZE), dtype=DTYPE)
+    hx = initial_state(reference, 1) if with_hx else None
+    compare_modules(reference, candidate, data.clone, identity, hx)
+    unbatched_hx = initial_state(reference, 1, unbatched=True) if with_hx else None
+    compare_modules(reference, candidate, data[0].clone, identity, unbatched_hx)
 
 
 def test_empty_batch_matches_nn_lstm():
