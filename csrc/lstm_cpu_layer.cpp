@@ -354,9 +354,8 @@ void forward_thread(const LayerForwardParams<float>& params, int64_t thread,
     cell.hidden_size = H;
     cell.hidden_stride = H;
     cell.carried_rows = step.carried_rows;
-    // Gates that the projection below writes lack the bias: the cell adds it. Those that the
-    // driver projected first hold it already.
-    cell.bias = p.w_ih != nullptr ? p.bias : nullptr;
+    // The projection below writes the gates without the bias: the cell adds it.
+    cell.bias = p.bias;
 
     team.unit_work.run(thread, round, [&](int64_t item) {
       const ColumnRange units = unit_items[item];

@@ -169,6 +169,16 @@ at::Tensor backward_scratch(int64_t rows, int64_t cols, const at::TensorOptions&
 
 at::Tensor empty_saved(const at::Tensor& like) { return at::empty({0}, like.options()); }
 
+// gates (rows, 4H) = input (rows, I) W_ih^T + bias, through ATen (bias undefined: none).
+void project_input(at::Tensor gates, const at::Tensor& input, const at::Tensor& w_ih_t,
+                   const at::Tensor& bias) {
+  if (bias.defined()) {
+    at::addmm_out(gates, bias, input, w_ih_t);
+  } else {
+    at::mm_out(gates, input, w_ih_t);
+  }
+}
+
 // h_{t-1} of every row into previous_hidden (N, R; any strides), for dW_hh as one GEMM: carried
 // rows come from the output of the step processed before, the others from h0. Consecutive row
 // ranges that continue each other in source and destination are copied together (a padded
@@ -240,10 +250,11 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
   const at::Tensor initial_cell = c0.contiguous();
   const at::Tensor w_hh_t = w_hh.t();
 
-  // The input projection, with both biases folded into its initial value, runs as one GEMM per
-  // chunk of consecutive steps (one chunk, the whole layer, unless the backend asks for
-  // smaller): the steps then read their gates while the chunk is in cache. A layer kernel
-  // projects its chunks itself, unless the backend has the driver project all rows first.
+  // The input projection runs as one GEMM per chunk of consecutive steps (one chunk, the whole
+  // layer, unless the backend asks for smaller): the steps then read their gates while the chunk
+  // is in cache. Through ATen both biases are folded into it (addmm). A layer kernel projects
+  // its chunks itself and adds the bias in its cell, unless the backend has the driver project
+  // all rows first, through ATen.
   const bool has_bias = b_ih.has_value() || b_hh.has_value();
   const at::Tensor bias = !has_bias                             ? at::Tensor()
                           : b_ih.has_value() && b_hh.has_value() ? at::add(*b_ih, *b_hh)
@@ -271,14 +282,7 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
   for (const ProjectionChunk& chunk : chunks) chunk_capacity = std::max(chunk_capacity, chunk.rows);
   at::Tensor gates = empty_buffer(
       {save_for_backward || input_projected_first ? N : chunk_capacity, 4 * H}, options);
-  if (input_projected_first) {
-    // gates = input W_ih^T + bias, every row.
-    if (has_bias) {
-      at::addmm_out(gates, bias, input, w_ih.t());
-    } else {
-      at::mm_out(gates, input, w_ih.t());
-    }
-  }
+  if (input_projected_first) project_input(gates, input, w_ih.t(), bias);
   at::Tensor output = empty_buffer({N, R}, options);
   at::Tensor cells = empty_buffer({save_for_backward ? N : 2 * B, H}, options);
   at::Tensor hidden = !sizes.has_projection ? output
@@ -301,7 +305,8 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
     params.num_steps = static_cast<int64_t>(layout.size());
     params.input = input_contiguous.const_data_ptr<float>();
     params.w_ih = input_projected_first ? nullptr : w_ih_contiguous.const_data_ptr<float>();
-    params.bias = has_bias ? bias_contiguous.const_data_ptr<float>() : nullptr;
+    params.bias =
+        has_bias && !input_projected_first ? bias_contiguous.const_data_ptr<float>() : nullptr;
     params.w_hh = w_hh_contiguous.const_data_ptr<float>();
     params.w_hr = sizes.has_projection ? w_hr_contiguous.const_data_ptr<float>() : nullptr;
     params.h0 = initial_hidden.const_data_ptr<float>();
@@ -328,14 +333,8 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
       const at::Tensor w_ih_t = w_ih.t();
       for (const StepLayout& step : layout) {
         if (step.project_rows > 0) {
-          // gates rows = input rows W_ih^T + bias.
-          at::Tensor projected = gates.narrow(0, step.project_gate_row, step.project_rows);
-          const at::Tensor input_rows = input.narrow(0, step.project_row, step.project_rows);
-          if (has_bias) {
-            at::addmm_out(projected, bias, input_rows, w_ih_t);
-          } else {
-            at::mm_out(projected, input_rows, w_ih_t);
-          }
+          project_input(gates.narrow(0, step.project_gate_row, step.project_rows),
+                        input.narrow(0, step.project_row, step.project_rows), w_ih_t, bias);
         }
         if (step.rows == 0) continue;
         at::Tensor step_gates_rows = gates.narrow(0, step.gate_row, step.rows);

@@ -53,8 +53,8 @@ struct LayerForwardParams {
   const scalar_t* input;  // (N, I) contiguous
   const scalar_t* w_ih;   // (4H, I) contiguous, or nullptr when the gates hold the input
                           // projection already (no step has project_rows)
-  const scalar_t* bias;   // (4H) b_ih + b_hh, or nullptr; unused without w_ih (the gates
-                          // hold it then)
+  const scalar_t* bias;   // (4H) b_ih + b_hh, which the kernel adds to the gates, or
+                          // nullptr: no bias, or the gates hold it already
   const scalar_t* w_hh;   // (4H, R) contiguous
   const scalar_t* w_hr;   // (P, H) contiguous, or nullptr without projection
   const scalar_t* h0;     // (B, R)
