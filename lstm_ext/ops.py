@@ -110,6 +110,11 @@ class _EagerLayerFunction(torch.autograd.Function):
             output = torch.ops.lstm_ext.lstm_layer_forward(*inputs)
         _setup_context(ctx, inputs, output)
         ctx.mark_non_differentiable(*output[3:])
+        # The backward reads no gradient of the saved activations and makes the zeros of an
+        # unused output itself: autograd would otherwise fill a zero tensor as large as each of
+        # them, the gates (N, 4H) first, on every backward call (B=64 T=100 I=512 H=1024 P=256
+        # training, alternated on a 2-core Xeon: 0.91x the time without).
+        ctx.set_materialize_grads(False)
         return output
 
     @staticmethod

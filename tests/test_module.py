@@ -453,3 +453,21 @@ def test_bias_gradients_are_separate_tensors_that_accumulate():
     module(x)[0].sum().backward()
     torch.testing.assert_close(module.bias_ih_l0.grad, 2 * first)
     torch.testing.assert_close(module.bias_hh_l0.grad, 2 * first)
+
+
+@pytest.mark.parametrize("used", [("output",), ("h_n",), ("c_n",), ("h_n", "c_n")],
+                         ids="+".join)
+def test_gradients_when_the_loss_leaves_outputs_unused(used):
+    # An output the loss does not use gets no gradient tensor in the backward (autograd does not
+    # make zeros for it): the layers' backward must take the missing ones as zeros.
+    reference, candidate = make_pair(num_layers=2, bidirectional=True, proj_size=PROJ_SIZE)
+    data = torch.randn((STEPS, BATCH, INPUT_SIZE), dtype=DTYPE)
+    grads = []
+    for module in (reference, candidate):
+        leaf = data.clone().requires_grad_()
+        output, (h_n, c_n) = module(leaf)
+        outputs = {"output": output, "h_n": h_n, "c_n": c_n}
+        torch.manual_seed(1234)
+        loss = sum((outputs[name] * torch.randn_like(outputs[name])).sum() for name in used)
+        grads.append(torch.autograd.grad(loss, [leaf, *module.parameters()]))
+    torch.testing.assert_close(grads[1], grads[0])
