@@ -252,9 +252,9 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
 
   // The input projection runs as one GEMM per chunk of consecutive steps (one chunk, the whole
   // layer, unless the backend asks for smaller): the steps then read their gates while the chunk
-  // is in cache. Through ATen both biases are folded into it (addmm). A layer kernel projects
-  // its chunks itself and adds the bias in its cell, unless the backend has the driver project
-  // all rows first, through ATen.
+  // is in cache. Through ATen both biases are folded into it (addmm). A layer kernel adds the
+  // bias in its cell, whether it projects its chunks itself or the backend has the driver
+  // project all rows first (through ATen, without the bias).
   const bool has_bias = b_ih.has_value() || b_hh.has_value();
   const at::Tensor bias = !has_bias                             ? at::Tensor()
                           : b_ih.has_value() && b_hh.has_value() ? at::add(*b_ih, *b_hh)
@@ -282,7 +282,10 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
   for (const ProjectionChunk& chunk : chunks) chunk_capacity = std::max(chunk_capacity, chunk.rows);
   at::Tensor gates = empty_buffer(
       {save_for_backward || input_projected_first ? N : chunk_capacity, 4 * H}, options);
-  if (input_projected_first) project_input(gates, input, w_ih.t(), bias);
+  // Without the bias, which the layer kernel adds in its cell: ATen's addmm would first copy
+  // the bias into every row, a pass over all N x 4H gates before the GEMM (B=64 T=100 I=512
+  // H=1024 P=256 training, alternated on a 2-core Xeon: 0.97x the time without it).
+  if (input_projected_first) project_input(gates, input, w_ih.t(), at::Tensor());
   at::Tensor output = empty_buffer({N, R}, options);
   at::Tensor cells = empty_buffer({save_for_backward ? N : 2 * B, H}, options);
   at::Tensor hidden = !sizes.has_projection ? output
@@ -305,8 +308,7 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
     params.num_steps = static_cast<int64_t>(layout.size());
     params.input = input_contiguous.const_data_ptr<float>();
     params.w_ih = input_projected_first ? nullptr : w_ih_contiguous.const_data_ptr<float>();
-    params.bias =
-        has_bias && !input_projected_first ? bias_contiguous.const_data_ptr<float>() : nullptr;
+    params.bias = has_bias ? bias_contiguous.const_data_ptr<float>() : nullptr;
     params.w_hh = w_hh_contiguous.const_data_ptr<float>();
     params.w_hr = sizes.has_projection ? w_hr_contiguous.const_data_ptr<float>() : nullptr;
     params.h0 = initial_hidden.const_data_ptr<float>();

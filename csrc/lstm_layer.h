@@ -53,8 +53,8 @@ struct LayerForwardParams {
   const scalar_t* input;  // (N, I) contiguous
   const scalar_t* w_ih;   // (4H, I) contiguous, or nullptr when the gates hold the input
                           // projection already (no step has project_rows)
-  const scalar_t* bias;   // (4H) b_ih + b_hh, which the kernel adds to the gates, or
-                          // nullptr: no bias, or the gates hold it already
+  const scalar_t* bias;   // (4H) b_ih + b_hh, which the kernel adds to the gates (they never
+                          // hold it), or nullptr: no bias
   const scalar_t* w_hh;   // (4H, R) contiguous
   const scalar_t* w_hr;   // (P, H) contiguous, or nullptr without projection
   const scalar_t* h0;     // (B, R)
@@ -147,9 +147,9 @@ struct StepKernels {
   // null for one GEMM over the whole layer. A chunk that fits the caches is read back from them
   // by its steps.
   int64_t (*projection_chunk_rows)(int64_t input_size, int64_t hidden_size, int64_t element_size);
-  // Whether the driver runs the input projection of a float32 layer (biases included) through
-  // ATen, one GEMM over all N rows, before layer_forward_float, instead of the kernel chunk by
-  // chunk. Asked with N, the largest step's rows, I, H and whether the gates are saved for
+  // Whether the driver runs the input projection of a float32 layer (without the biases, which
+  // the kernel adds) through ATen, one GEMM over all N rows, before layer_forward_float,
+  // instead of the kernel chunk by chunk. Asked with N, the largest step's rows, I, H and whether the gates are saved for
   // backward (all N rows are kept then anyway); null: never.
   bool (*projects_input_first)(int64_t rows, int64_t max_step_rows, int64_t input_size,
                                int64_t hidden_size, bool save_for_backward);
