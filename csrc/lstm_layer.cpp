@@ -10,10 +10,7 @@
 #include <cstdint>
 #include <vector>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
+#include "lstm_buffers.h"
 #include "lstm_checks.h"
 
 namespace lstm_ext {
@@ -133,40 +130,6 @@ std::vector<StepLayout> layout_forward_steps(const std::vector<StepPlan>& plan,
   return layout;
 }
 
-// at::empty, with CPU buffers of 4 MB and more advised to use transparent huge pages (as torch
-// itself does for every allocation under THP_MEM_ALLOC_ENABLE=1). glibc maps buffers over 32 MB
-// afresh for every allocation, and faulting their 4 KB pages in cost about 17 ms per 52 MB:
-// a tenth of a T=100, B=64, H=512 training forward, whose saved gates are that size.
-at::Tensor empty_buffer(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  at::Tensor buffer = at::empty(sizes, options);
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHugePage = uintptr_t(2) << 20;
-  if (buffer.is_cpu() && buffer.nbytes() >= 2 * kHugePage) {
-    const uintptr_t begin = reinterpret_cast<uintptr_t>(buffer.data_ptr());
-    const uintptr_t first = (begin + kHugePage - 1) & ~(kHugePage - 1);
-    const uintptr_t last = (begin + buffer.nbytes()) & ~(kHugePage - 1);
-    // Only a hint: where the kernel has no huge pages to give, nothing changes.
-    if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
-  }
-#endif
-  return buffer;
-}
-
-// A (rows, cols) buffer that backward uses and drops within one call. On the CPU it is a view of
-// a per-thread buffer kept from call to call (as oneDNN keeps its scratchpad): a fresh buffer of
-// the gate gradients' size (N x 4H, beyond the 32 MB above which glibc maps fresh pages for
-// every allocation) cost 5-10% of a training step in page faults. The buffer is the largest
-// asked for so far on that thread; CUDA's caching allocator already reuses its memory.
-at::Tensor backward_scratch(int64_t rows, int64_t cols, const at::TensorOptions& options) {
-  if (options.device().type() != at::kCPU) return at::empty({rows, cols}, options);
-  static thread_local at::Tensor kept;
-  if (!kept.defined() || kept.numel() < rows * cols || kept.dtype() != options.dtype()) {
-    kept = at::Tensor();  // release the old buffer before allocating its successor
-    kept = empty_buffer({rows * cols}, options);
-  }
-  return kept.narrow(0, 0, rows * cols).view({rows, cols});
-}
-
 at::Tensor empty_saved(const at::Tensor& like) { return at::empty({0}, like.options()); }
 
 // gates (rows, 4H) = input (rows, I) W_ih^T + bias, through ATen (bias undefined: none).
@@ -280,16 +243,16 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
       layout_forward_steps(plan, chunks, save_for_backward, sizes.has_projection, B);
   int64_t chunk_capacity = 0;
   for (const ProjectionChunk& chunk : chunks) chunk_capacity = std::max(chunk_capacity, chunk.rows);
-  at::Tensor gates = empty_buffer(
+  at::Tensor gates = reused_buffer(
       {save_for_backward || input_projected_first ? N : chunk_capacity, 4 * H}, options);
   // Without the bias, which the layer kernel adds in its cell: ATen's addmm would first copy
   // the bias into every row, a pass over all N x 4H gates before the GEMM (B=64 T=100 I=512
   // H=1024 P=256 training, alternated on a 2-core Xeon: 0.97x the time without it).
   if (input_projected_first) project_input(gates, input, w_ih.t(), at::Tensor());
   at::Tensor output = empty_buffer({N, R}, options);
-  at::Tensor cells = empty_buffer({save_for_backward ? N : 2 * B, H}, options);
+  at::Tensor cells = reused_buffer({save_for_backward ? N : 2 * B, H}, options);
   at::Tensor hidden = !sizes.has_projection ? output
-                      : empty_buffer({save_for_backward ? N : B, H}, options);
+                      : reused_buffer({save_for_backward ? N : B, H}, options);
   at::Tensor h_n = sizes.steps == 0 ? initial_hidden.clone() : at::empty({B, R}, options);
   at::Tensor c_n = sizes.steps == 0 ? initial_cell.clone() : at::empty({B, H}, options);
 
@@ -299,10 +262,12 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
     const at::Tensor w_ih_contiguous = input_projected_first ? at::Tensor() : w_ih.contiguous();
     const at::Tensor w_hh_contiguous = w_hh.contiguous();
     const at::Tensor w_hr_contiguous = sizes.has_projection ? w_hr->contiguous() : at::Tensor();
-    at::Tensor w_ih_t_scratch =
-        input_projected_first ? at::Tensor() : at::empty({sizes.input_size, 4 * H}, options);
-    at::Tensor w_hh_t_scratch = at::empty({R, 4 * H}, options);
-    at::Tensor w_hr_t_scratch = sizes.has_projection ? at::empty({H, R}, options) : at::Tensor();
+    at::Tensor w_ih_t_scratch = input_projected_first
+                                    ? at::Tensor()
+                                    : reused_buffer({sizes.input_size, 4 * H}, options);
+    at::Tensor w_hh_t_scratch = reused_buffer({R, 4 * H}, options);
+    at::Tensor w_hr_t_scratch =
+        sizes.has_projection ? reused_buffer({H, R}, options) : at::Tensor();
     LayerForwardParams<float> params;
     params.steps = layout.data();
     params.num_steps = static_cast<int64_t>(layout.size());
@@ -414,10 +379,10 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   // reverse order is its last step, which no later step has touched).
   at::Tensor grad_hidden_state = grad_h_n.contiguous().clone();  // (B, R)
   at::Tensor grad_cell_state = grad_c_n.contiguous().clone();    // (B, H)
-  at::Tensor grad_gates = backward_scratch(N, 4 * H, options);
+  at::Tensor grad_gates = reused_buffer({N, 4 * H}, options);
   const std::vector<StepPlan> plan = plan_steps(sizes.batch_sizes, reverse);
   at::Tensor grad_projected =
-      sizes.has_projection ? empty_buffer({N, R}, options) : at::Tensor();
+      sizes.has_projection ? reused_buffer({N, R}, options) : at::Tensor();
   at::Tensor grad_hidden_step = sizes.has_projection ? at::empty({B, H}, options) : at::Tensor();
 
   const at::Tensor w_hh_contiguous = w_hh.contiguous();
@@ -439,8 +404,8 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
     params.grad_hidden = sizes.has_projection ? grad_hidden_step.data_ptr<float>() : nullptr;
     params.grad_hidden_state = grad_hidden_state.data_ptr<float>();
     params.grad_cell_state = grad_cell_state.data_ptr<float>();
-    at::Tensor w_hh_columns = at::empty({4 * H, R}, options);
-    at::Tensor w_hr_columns = sizes.has_projection ? at::empty({R, H}, options) : at::Tensor();
+    at::Tensor w_hh_columns = reused_buffer({4 * H, R}, options);
+    at::Tensor w_hr_columns = sizes.has_projection ? reused_buffer({R, H}, options) : at::Tensor();
     params.w_hh_columns = w_hh_columns.data_ptr<float>();
     params.w_hr_columns = sizes.has_projection ? w_hr_columns.data_ptr<float>() : nullptr;
     params.hidden_size = H;
@@ -506,7 +471,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   }
   at::Tensor grad_w_ih, grad_w_hh, grad_bias;
   at::Tensor grad_w_hr = empty_saved(input);
-  at::Tensor previous_hidden = at::empty({N, R}, options);
+  at::Tensor previous_hidden = reused_buffer({N, R}, options);
   gather_previous_hidden(plan, output, initial_hidden, previous_hidden);
   if (backend_gemm != nullptr) {
     // dW_ih = dG^T x, dW_hh = dG^T h_{t-1} and db = the column sums of dG in one pass.
