@@ -122,8 +122,8 @@ def test_input_projected_first_matches_nn_lstm(threads, bias, batch, grad):
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("proj_size", [0, 24])
 def test_many_projection_chunks_match_float64(threads, reverse, proj_size):
-    # 2 MB of gates per chunk: 4 * 130 * 4 bytes per row makes about 1000 rows per chunk, so
-    # 40 steps of 60 rows take three chunks.
+    # 512 KB of gates per chunk: 4 * 130 * 4 bytes per row makes 252 rows per chunk, so 40
+    # steps of 60 rows take eight chunks of five steps.
     torch.manual_seed(0)
     hidden_size, input_size, batch, steps = 130, 16, 60, 40
     recurrent_size = proj_size or hidden_size
@@ -150,7 +150,7 @@ def test_many_projection_chunks_match_float64(threads, reverse, proj_size):
 # 240 units takes two blocks of the 1100-deep W_ih (224 columns), of the 960-deep W_hh (128) and
 # of the backward's 3840-deep one (128); with H = 720 and 3 rows, the backward's small GEMM runs
 # over two blocks of the 2880-deep W_hh (128), and the forward's steps read the (large) W_hh as
-# stored, through dot products. W_ih (1100 x 3840) is over 2 MB per thread, so with lstm_ext's
+# stored, through dot products. W_ih (1100 x 3840) is over 1 MB per thread, so with lstm_ext's
 # GEMM the input projection runs on larger chunks in tiles of 256 rows (340 rows: two tiles);
 # with ATen's, the driver projects all rows first. The GEMMs after the
 # backward loop chunk their K (the rows: 2400 in three chunks of 800, which the bias gradient
