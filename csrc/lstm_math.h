@@ -27,14 +27,17 @@
 namespace lstm_ext {
 
 // exp primitive. On the device the CUDA library's expf/exp; on the host a branch-free
-// polynomial (max error about 2 ulp over the float range) that compilers vectorise, unlike
-// libm's expf. float is the activation type of every storage type except double.
+// polynomial (max error about 2 ulp for x in [-87.3, 88], clamped beyond: the activations below
+// saturate long before) that compilers vectorise, unlike libm's expf. float is the activation
+// type of every storage type except double.
 LSTM_HOST_DEVICE float exp_primitive(float x) {
 #if defined(__CUDA_ARCH__)
   return expf(x);
 #else
-  // exp(x) = 2^n * exp(r), n = round(x / ln2), |r| <= ln2 / 2 (Cephes expf coefficients).
-  x = x < -87.3365f ? -87.3365f : (x > 88.7228f ? 88.7228f : x);
+  // exp(x) = 2^n * exp(r), n = round(x / ln2), |r| <= ln2 / 2 (Cephes expf coefficients). The
+  // clamp keeps n in [-126, 127], where 2^n is one normal float (and keeps NaN).
+  x = 88.0f < x ? 88.0f : x;
+  x = x < -87.3365f ? -87.3365f : x;
   // Round to nearest by adding and subtracting 1.5 * 2^23 (|x / ln2| < 2^22 after the clamp):
   // unlike std::floor, this vectorises without SSE4.1 rounding instructions.
   constexpr float kRoundingShift = 12582912.0f;
@@ -47,30 +50,52 @@ LSTM_HOST_DEVICE float exp_primitive(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  // 2^n built from its exponent bits; n is in [-126, 128], so split it to stay representable.
-  const int32_t n_int = static_cast<int32_t>(n);
-  const int32_t half_n = n_int / 2;
-  const int32_t bits_a = (half_n + 127) << 23;
-  const int32_t bits_b = (n_int - half_n + 127) << 23;
-  float scale_a;
-  float scale_b;
-  std::memcpy(&scale_a, &bits_a, sizeof(float));
-  std::memcpy(&scale_b, &bits_b, sizeof(float));
-  return p * scale_a * scale_b;
+  const int32_t scale_bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &scale_bits, sizeof(float));
+  return p * scale;
 #endif
 }
 
 LSTM_HOST_DEVICE double exp_primitive(double x) { return exp(x); }
+
+// tanh primitive. On the device, and in double, 1 - 2 / (exp(2x) + 1) (one exp; exact limits at
+// +-inf). On the host in float, Eigen's rational approximation: an odd degree-13 polynomial over
+// an even degree-6 one on [-7.9, 7.9], +-1 beyond; absolute and relative error under 4e-7 (the
+// exp form's relative error near 0 reaches 1e-3). It takes no exp: with it, and the exp's
+// single scale above, the CPU cell runs 1.3-1.45x faster on a Xeon (AVX-512, H=512, 64 rows),
+// where the cell is a seventh of a B=256 H=256 forward.
+LSTM_HOST_DEVICE float tanh_primitive(float x) {
+#if defined(__CUDA_ARCH__)
+  return 1.0f - 2.0f / (expf(2.0f * x) + 1.0f);
+#else
+  constexpr float kSaturation = 7.90531110763549805f;
+  x = kSaturation < x ? kSaturation : x;
+  x = x < -kSaturation ? -kSaturation : x;
+  const float x2 = x * x;
+  float p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
+  p = p * x2 + -8.60467152213735e-11f;
+  p = p * x2 + 5.12229709037114e-08f;
+  p = p * x2 + 1.48572235717979e-05f;
+  p = p * x2 + 6.37261928875436e-04f;
+  p = p * x2 + 4.89352455891786e-03f;
+  float q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
+  q = q * x2 + 2.26843463243900e-03f;
+  q = q * x2 + 4.89352518554385e-03f;
+  return p * x / q;
+#endif
+}
+
+LSTM_HOST_DEVICE double tanh_primitive(double x) { return 1.0 - 2.0 / (exp(2.0 * x) + 1.0); }
 
 template <typename acc_t>
 LSTM_HOST_DEVICE acc_t sigmoid(acc_t x) {
   return acc_t(1) / (acc_t(1) + exp_primitive(-x));
 }
 
-// tanh(x) = 1 - 2 / (exp(2x) + 1): one exp, exact limits at +-inf, absolute error ~1 ulp of 1.
 template <typename acc_t>
 LSTM_HOST_DEVICE acc_t tanh_activation(acc_t x) {
-  return acc_t(1) - acc_t(2) / (exp_primitive(acc_t(2) * x) + acc_t(1));
+  return tanh_primitive(x);
 }
 
 // ---------------------------------------------------------------------------------------------
