@@ -1,22 +1,20 @@
-// The layer operators' buffers: the activations the forward saves for backward and the scratch
-// both passes drop at the end of a call.
+// The layer operators' buffers: outputs, the activations the forward saves for backward, and the
+// scratch both passes drop at the end of a call.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
+
 namespace lstm_ext {
 
-// at::empty, with CPU buffers of 4 MB and more advised to use transparent huge pages. For
-// tensors handed to the caller (the output, the input's gradient), which must be ordinary,
-// resizable tensors.
+// An uninitialised tensor, as at::empty. On the CPU, from 4 MB on, its memory is a block that an
+// earlier such tensor gave back when it was freed, if the process-wide cache keeps one of about
+// that size (at most kMaxCachedBufferBytes in all), else new memory advised to use transparent
+// huge pages; the tensor is an ordinary, resizable CPU tensor either way.
 at::Tensor empty_buffer(at::IntArrayRef sizes, const at::TensorOptions& options);
 
-// An uninitialised buffer that only the layer operators see (saved activations, scratch): on the
-// CPU, from 4 MB, memory that an earlier such buffer released when it was freed, kept in a
-// process-wide cache of at most kMaxCachedBufferBytes; elsewhere, or smaller, at::empty.
-at::Tensor reused_buffer(at::IntArrayRef sizes, const at::TensorOptions& options);
-
-// The most bytes the CPU cache of reused_buffer keeps while no buffer uses them.
+// The most bytes the CPU cache of empty_buffer keeps while no tensor uses them.
 constexpr int64_t kMaxCachedBufferBytes = int64_t(1) << 30;
 
 }  // namespace lstm_ext

@@ -243,16 +243,16 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
       layout_forward_steps(plan, chunks, save_for_backward, sizes.has_projection, B);
   int64_t chunk_capacity = 0;
   for (const ProjectionChunk& chunk : chunks) chunk_capacity = std::max(chunk_capacity, chunk.rows);
-  at::Tensor gates = reused_buffer(
+  at::Tensor gates = empty_buffer(
       {save_for_backward || input_projected_first ? N : chunk_capacity, 4 * H}, options);
   // Without the bias, which the layer kernel adds in its cell: ATen's addmm would first copy
   // the bias into every row, a pass over all N x 4H gates before the GEMM (B=64 T=100 I=512
   // H=1024 P=256 training, alternated on a 2-core Xeon: 0.97x the time without it).
   if (input_projected_first) project_input(gates, input, w_ih.t(), at::Tensor());
   at::Tensor output = empty_buffer({N, R}, options);
-  at::Tensor cells = reused_buffer({save_for_backward ? N : 2 * B, H}, options);
+  at::Tensor cells = empty_buffer({save_for_backward ? N : 2 * B, H}, options);
   at::Tensor hidden = !sizes.has_projection ? output
-                      : reused_buffer({save_for_backward ? N : B, H}, options);
+                      : empty_buffer({save_for_backward ? N : B, H}, options);
   at::Tensor h_n = sizes.steps == 0 ? initial_hidden.clone() : at::empty({B, R}, options);
   at::Tensor c_n = sizes.steps == 0 ? initial_cell.clone() : at::empty({B, H}, options);
 
@@ -262,12 +262,10 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
     const at::Tensor w_ih_contiguous = input_projected_first ? at::Tensor() : w_ih.contiguous();
     const at::Tensor w_hh_contiguous = w_hh.contiguous();
     const at::Tensor w_hr_contiguous = sizes.has_projection ? w_hr->contiguous() : at::Tensor();
-    at::Tensor w_ih_t_scratch = input_projected_first
-                                    ? at::Tensor()
-                                    : reused_buffer({sizes.input_size, 4 * H}, options);
-    at::Tensor w_hh_t_scratch = reused_buffer({R, 4 * H}, options);
-    at::Tensor w_hr_t_scratch =
-        sizes.has_projection ? reused_buffer({H, R}, options) : at::Tensor();
+    at::Tensor w_ih_t_scratch =
+        input_projected_first ? at::Tensor() : empty_buffer({sizes.input_size, 4 * H}, options);
+    at::Tensor w_hh_t_scratch = empty_buffer({R, 4 * H}, options);
+    at::Tensor w_hr_t_scratch = sizes.has_projection ? empty_buffer({H, R}, options) : at::Tensor();
     LayerForwardParams<float> params;
     params.steps = layout.data();
     params.num_steps = static_cast<int64_t>(layout.size());
@@ -379,10 +377,10 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   // reverse order is its last step, which no later step has touched).
   at::Tensor grad_hidden_state = grad_h_n.contiguous().clone();  // (B, R)
   at::Tensor grad_cell_state = grad_c_n.contiguous().clone();    // (B, H)
-  at::Tensor grad_gates = reused_buffer({N, 4 * H}, options);
+  at::Tensor grad_gates = empty_buffer({N, 4 * H}, options);
   const std::vector<StepPlan> plan = plan_steps(sizes.batch_sizes, reverse);
   at::Tensor grad_projected =
-      sizes.has_projection ? reused_buffer({N, R}, options) : at::Tensor();
+      sizes.has_projection ? empty_buffer({N, R}, options) : at::Tensor();
   at::Tensor grad_hidden_step = sizes.has_projection ? at::empty({B, H}, options) : at::Tensor();
 
   const at::Tensor w_hh_contiguous = w_hh.contiguous();
@@ -404,8 +402,8 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
     params.grad_hidden = sizes.has_projection ? grad_hidden_step.data_ptr<float>() : nullptr;
     params.grad_hidden_state = grad_hidden_state.data_ptr<float>();
     params.grad_cell_state = grad_cell_state.data_ptr<float>();
-    at::Tensor w_hh_columns = reused_buffer({4 * H, R}, options);
-    at::Tensor w_hr_columns = sizes.has_projection ? reused_buffer({R, H}, options) : at::Tensor();
+    at::Tensor w_hh_columns = empty_buffer({4 * H, R}, options);
+    at::Tensor w_hr_columns = sizes.has_projection ? empty_buffer({R, H}, options) : at::Tensor();
     params.w_hh_columns = w_hh_columns.data_ptr<float>();
     params.w_hr_columns = sizes.has_projection ? w_hr_columns.data_ptr<float>() : nullptr;
     params.hidden_size = H;
@@ -471,7 +469,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   }
   at::Tensor grad_w_ih, grad_w_hh, grad_bias;
   at::Tensor grad_w_hr = empty_saved(input);
-  at::Tensor previous_hidden = reused_buffer({N, R}, options);
+  at::Tensor previous_hidden = empty_buffer({N, R}, options);
   gather_previous_hidden(plan, output, initial_hidden, previous_hidden);
   if (backend_gemm != nullptr) {
     // dW_ih = dG^T x, dW_hh = dG^T h_{t-1} and db = the column sums of dG in one pass.

@@ -149,8 +149,8 @@ struct StepKernels {
   int64_t (*projection_chunk_rows)(int64_t input_size, int64_t hidden_size, int64_t element_size);
   // Whether the driver runs the input projection of a float32 layer (without the biases, which
   // the kernel adds) through ATen, one GEMM over all N rows, before layer_forward_float,
-  // instead of the kernel chunk by chunk. Asked with N, the largest step's rows, I, H and whether the gates are saved for
-  // backward (all N rows are kept then anyway); null: never.
+  // instead of the kernel chunk by chunk. Asked with N, the largest step's rows, I, H and
+  // whether the gates are saved for backward (all N rows are kept then anyway); null: never.
   bool (*projects_input_first)(int64_t rows, int64_t max_step_rows, int64_t input_size,
                                int64_t hidden_size, bool save_for_backward);
 };

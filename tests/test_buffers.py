@@ -54,3 +54,13 @@ def test_gradients_of_graphs_alive_at_once_match_nn_lstm(proj_size):
             loss.backward()
         grads.append([leaf.grad for leaf in leaves] + [p.grad for p in module.parameters()])
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-4)
+
+
+def test_outputs_and_saved_activations_are_ordinary_resizable_tensors():
+    # Their memory may come from the cache, but they must behave as at::empty's: a caller can
+    # resize them (which allocates anew) and keep using them.
+    results = torch.ops.lstm_ext.lstm_layer_forward(*layer_arguments(0, 0), False, True)
+    for tensor in results[:5]:
+        values = tensor.clone()
+        tensor.resize_(tensor.numel() * 2)
+        assert torch.equal(tensor[:values.numel()], values.view(-1))
