@@ -49,8 +49,9 @@ def test_cuda_kernels_call_the_shared_math_and_nothing_else():
 
 def test_shared_header_compiles_for_the_host_and_vector_variants_match_elements(tmp_path):
     """tests/cpp/lstm_math_host_check.cpp, built with the host compiler under AddressSanitizer:
-    lstm_math.h compiles without CUDA, and its vector functions give the element functions'
-    results bit for bit, with no access outside the step's buffers."""
+    lstm_math.h compiles without CUDA, its vector functions give the element functions'
+    results bit for bit, with no access outside the step's buffers, and the host's exp, tanh and
+    sigmoid stay within their error bounds against libm in double."""
     compiler = shutil.which("c++") or shutil.which("g++")
     assert compiler is not None, "no host C++ compiler (the extension build needs one too)"
     binary = tmp_path / "lstm_math_host_check"
@@ -63,6 +64,7 @@ def test_shared_header_compiles_for_the_host_and_vector_variants_match_elements(
     run = subprocess.run([str(binary)], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "vector variants match the element functions" in run.stdout
+    assert "max error: exp" in run.stdout
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 // Host check of csrc/lstm_math.h, the header the CPU loop and the CUDA kernels share: it compiles
 // with a plain host compiler, and its vector variants (the CUDA kernels' aligned path) give
 // bit-identical results to the element functions (the CPU loop's and the CUDA scalar path's),
-// writing nothing outside the rows and columns of the step. Built and run by tests/test_cuda.py
-// under AddressSanitizer, with buffers of the exact sizes the params describe.
+// writing nothing outside the rows and columns of the step; and the host's float activations
+// stay within their error bounds. Built and run by tests/test_cuda.py under AddressSanitizer,
+// with buffers of the exact sizes the params describe.
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -161,6 +164,28 @@ int check_all(std::mt19937& generator) {
   return failures;
 }
 
+// The host's float activations against libm in double: exp_primitive relatively, over the range
+// where it is not clamped; tanh_activation and sigmoid absolutely (both near their limits of
+// +-1, 0 and 1 over most of the range), through saturation.
+int check_activation_accuracy() {
+  double exp_error = 0.0;
+  double tanh_error = 0.0;
+  double sigmoid_error = 0.0;
+  for (float x = -87.0f; x < 88.0f; x += 1e-3f) {
+    const double expected = std::exp(static_cast<double>(x));
+    exp_error = std::max(exp_error, std::fabs(lstm_ext::exp_primitive(x) - expected) / expected);
+  }
+  for (float x = -20.0f; x < 20.0f; x += 1e-4f) {
+    const double xd = static_cast<double>(x);
+    tanh_error = std::max(tanh_error, std::fabs(lstm_ext::tanh_activation(x) - std::tanh(xd)));
+    sigmoid_error = std::max(sigmoid_error,
+                             std::fabs(lstm_ext::sigmoid(x) - 1.0 / (1.0 + std::exp(-xd))));
+  }
+  std::printf("max error: exp %.3g (relative), tanh %.3g, sigmoid %.3g\n", exp_error, tanh_error,
+              sigmoid_error);
+  return (exp_error > 2e-7) + (tanh_error > 5e-7) + (sigmoid_error > 2e-7);
+}
+
 }  // namespace
 
 int main() {
@@ -174,5 +199,9 @@ int main() {
     return 1;
   }
   std::printf("vector variants match the element functions\n");
+  if (check_activation_accuracy() != 0) {
+    std::printf("activations less accurate than their bounds\n");
+    return 1;
+  }
   return 0;
 }
