@@ -1,6 +1,6 @@
-"""The layer operators' reused CPU buffers (csrc/lstm_buffers.cpp): a call's saved activations
-stay intact while other calls take and give back memory, and gradients stay nn.LSTM's with
-several graphs alive at once."""
+"""The layer operators' CPU buffers, whose memory a cache reuses (csrc/lstm_buffers.cpp): a
+call's saved activations stay intact while other calls take and give back memory, gradients stay
+nn.LSTM's with several graphs alive at once, and the tensors resize like at::empty's."""
 
 import pytest
 import torch
