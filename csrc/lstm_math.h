@@ -26,8 +26,38 @@
 
 namespace lstm_ext {
 
+#if !defined(__CUDA_ARCH__)
+inline int32_t float_bits(float x) {
+  int32_t bits;
+  std::memcpy(&bits, &x, sizeof(float));
+  return bits;
+}
+
+inline float bits_float(int32_t bits) {
+  float x;
+  std::memcpy(&x, &bits, sizeof(float));
+  return x;
+}
+
+constexpr int32_t kMagnitudeMask = 0x7fffffff;
+constexpr int32_t kInfinityBits = 0x7f800000;
+
+// x with its magnitude limited to `limit` (> 0): the sign kept, NaN kept, +-inf to +-limit. The
+// float clamps `limit < x ? limit : x` it replaces let GCC split each activation into a
+// saturated path, which it folds to a constant, and the rest, then run both under masks (twice
+// the divisions): with this integer minimum on the magnitude's bits (the bits of non-negative
+// floats order as the floats do) the cell loop runs 1.1x faster (Xeon, AVX-512, H=512).
+inline float clamp_magnitude(float x, float limit) {
+  const int32_t bits = float_bits(x);
+  const int32_t magnitude = bits & kMagnitudeMask;
+  int32_t clamped = magnitude < float_bits(limit) ? magnitude : float_bits(limit);
+  clamped = magnitude > kInfinityBits ? magnitude : clamped;
+  return bits_float(clamped | (bits & ~kMagnitudeMask));
+}
+#endif
+
 // exp primitive. On the device the CUDA library's expf/exp; on the host a branch-free
-// polynomial (max error about 2 ulp for x in [-87.3, 88], clamped beyond: the activations below
+// polynomial (max error about 2 ulp for |x| <= 87.3, clamped beyond: the activations below
 // saturate long before) that compilers vectorise, unlike libm's expf. float is the activation
 // type of every storage type except double.
 LSTM_HOST_DEVICE float exp_primitive(float x) {
@@ -35,13 +65,13 @@ LSTM_HOST_DEVICE float exp_primitive(float x) {
   return expf(x);
 #else
   // exp(x) = 2^n * exp(r), n = round(x / ln2), |r| <= ln2 / 2 (Cephes expf coefficients). The
-  // clamp keeps n in [-126, 127], where 2^n is one normal float (and keeps NaN).
-  x = 88.0f < x ? 88.0f : x;
-  x = x < -87.3365f ? -87.3365f : x;
+  // clamp keeps n in [-126, 126], where 2^n is one normal float (and keeps NaN).
+  x = clamp_magnitude(x, 87.3365f);
   // Round to nearest by adding and subtracting 1.5 * 2^23 (|x / ln2| < 2^22 after the clamp):
   // unlike std::floor, this vectorises without SSE4.1 rounding instructions.
   constexpr float kRoundingShift = 12582912.0f;
-  const float n = (x * 1.44269504088896341f + kRoundingShift) - kRoundingShift;
+  const float shifted = x * 1.44269504088896341f + kRoundingShift;
+  const float n = shifted - kRoundingShift;
   const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
@@ -50,10 +80,11 @@ LSTM_HOST_DEVICE float exp_primitive(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const int32_t scale_bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &scale_bits, sizeof(float));
-  return p * scale;
+  // n as an integer: the low bits of `shifted` (no float-to-int conversion, which a NaN would
+  // make undefined; unsigned, so that a NaN's garbage shifts without overflow).
+  const uint32_t scale_bits =
+      static_cast<uint32_t>(float_bits(shifted) - float_bits(kRoundingShift) + 127) << 23;
+  return p * bits_float(static_cast<int32_t>(scale_bits));
 #endif
 }
 
@@ -70,8 +101,8 @@ LSTM_HOST_DEVICE float tanh_primitive(float x) {
   return 1.0f - 2.0f / (expf(2.0f * x) + 1.0f);
 #else
   constexpr float kSaturation = 7.90531110763549805f;
-  x = kSaturation < x ? kSaturation : x;
-  x = x < -kSaturation ? -kSaturation : x;
+  x = clamp_magnitude(x, kSaturation);
+  const int32_t x_bits = float_bits(x);
   const float x2 = x * x;
   float p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
   p = p * x2 + -8.60467152213735e-11f;
@@ -82,7 +113,11 @@ LSTM_HOST_DEVICE float tanh_primitive(float x) {
   float q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
   q = q * x2 + 2.26843463243900e-03f;
   q = q * x2 + 4.89352518554385e-03f;
-  return p * x / q;
+  // At the clamp tanh is within 3e-7 of +-1, and the rational (with FMAs) 6e-8 short of it:
+  // +-1 exactly there, so that a saturated gate's derivative 1 - g^2 is 0, as in nn.LSTM.
+  const bool saturated = (x_bits & kMagnitudeMask) == float_bits(kSaturation);
+  const int32_t one_bits = (x_bits & ~kMagnitudeMask) | float_bits(1.0f);
+  return bits_float(saturated ? one_bits : float_bits(p * x / q));
 #endif
 }
 

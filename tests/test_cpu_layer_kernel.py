@@ -191,6 +191,21 @@ def test_results_are_bitwise_repeatable(threads, proj_size):
             assert torch.equal(a, b)
 
 
+# The cell's activations clamp their arguments: a NaN must still reach the outputs as in nn.LSTM
+# (it signals a diverged model), and an infinite pre-activation saturate its gate.
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("batch", [3, 64])
+def test_nan_and_infinity_propagate_like_nn_lstm(threads, value, batch):
+    reference, ext = make_modules(7, 48, 0)
+    x = torch.randn(6, batch, 7)
+    x[2, 1, 3] = value
+    with torch.no_grad():
+        expected = reference(x)
+        actual = ext(x)
+    torch.testing.assert_close(actual, expected, equal_nan=True, **TOLERANCE)
+    assert actual[0].isnan().any() == (value != value)
+
+
 def test_unknown_cpu_gemm_is_refused(monkeypatch):
     monkeypatch.setenv("LSTM_EXT_CPU_GEMM", "mkl")
     _, ext = make_modules(5, 16, 0)

@@ -51,7 +51,8 @@ def test_shared_header_compiles_for_the_host_and_vector_variants_match_elements(
     """tests/cpp/lstm_math_host_check.cpp, built with the host compiler under AddressSanitizer:
     lstm_math.h compiles without CUDA, its vector functions give the element functions'
     results bit for bit, with no access outside the step's buffers, and the host's exp, tanh and
-    sigmoid stay within their error bounds against libm in double."""
+    sigmoid stay within their error bounds against libm in double, keep NaN and reach their limits
+    exactly where they saturate."""
     compiler = shutil.which("c++") or shutil.which("g++")
     assert compiler is not None, "no host C++ compiler (the extension build needs one too)"
     binary = tmp_path / "lstm_math_host_check"
@@ -65,6 +66,7 @@ def test_shared_header_compiles_for_the_host_and_vector_variants_match_elements(
     assert run.returncode == 0, run.stdout + run.stderr
     assert "vector variants match the element functions" in run.stdout
     assert "max error: exp" in run.stdout
+    assert "NaN kept: 1, saturation exact: 1" in run.stdout
 
 
 # ------------------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -171,7 +173,7 @@ int check_activation_accuracy() {
   double exp_error = 0.0;
   double tanh_error = 0.0;
   double sigmoid_error = 0.0;
-  for (float x = -87.0f; x < 88.0f; x += 1e-3f) {
+  for (float x = -87.0f; x < 87.3f; x += 1e-3f) {
     const double expected = std::exp(static_cast<double>(x));
     exp_error = std::max(exp_error, std::fabs(lstm_ext::exp_primitive(x) - expected) / expected);
   }
@@ -184,6 +186,29 @@ int check_activation_accuracy() {
   std::printf("max error: exp %.3g (relative), tanh %.3g, sigmoid %.3g\n", exp_error, tanh_error,
               sigmoid_error);
   return (exp_error > 2e-7) + (tanh_error > 5e-7) + (sigmoid_error > 2e-7);
+}
+
+// NaN stays NaN through every host activation (the clamps must keep it: a NaN in a model's
+// activations is the sign of a diverged training), and tanh and sigmoid reach their limits
+// exactly where they saturate and at the infinities (a saturated gate's derivative, 1 - g^2 or
+// s (1 - s), is then 0, as in libm and nn.LSTM).
+int check_special_values() {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  const bool nan_kept = std::isnan(lstm_ext::exp_primitive(nan)) &&
+                        std::isnan(lstm_ext::tanh_activation(nan)) &&
+                        std::isnan(lstm_ext::sigmoid(nan)) &&
+                        std::isnan(lstm_ext::sigmoid(-nan));
+  bool saturation_exact = std::isfinite(lstm_ext::exp_primitive(inf)) &&
+                          lstm_ext::exp_primitive(-inf) >= 0.0f &&
+                          lstm_ext::exp_primitive(-inf) < 1e-37f;
+  for (const float x : {8.0f, 9.5f, 30.0f, 1e6f, inf}) {
+    saturation_exact = saturation_exact && lstm_ext::tanh_activation(x) == 1.0f &&
+                       lstm_ext::tanh_activation(-x) == -1.0f && lstm_ext::sigmoid(3 * x) == 1.0f &&
+                       lstm_ext::sigmoid(-10 * x) >= 0.0f && lstm_ext::sigmoid(-10 * x) < 1e-34f;
+  }
+  std::printf("NaN kept: %d, saturation exact: %d\n", nan_kept, saturation_exact);
+  return !nan_kept + !saturation_exact;
 }
 
 }  // namespace
@@ -201,6 +226,10 @@ int main() {
   std::printf("vector variants match the element functions\n");
   if (check_activation_accuracy() != 0) {
     std::printf("activations less accurate than their bounds\n");
+    return 1;
+  }
+  if (check_special_values() != 0) {
+    std::printf("activations lose NaN or do not saturate\n");
     return 1;
   }
   return 0;
