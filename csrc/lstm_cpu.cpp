@@ -142,10 +142,12 @@ constexpr auto kGemmFloat = cpu_gemm_float;
 
 // Steps of at most this many rows, with W_ih of at least this many bytes and gates of at most
 // this many where they are not saved anyway, have the driver project their input first (see
-// projects_input_first).
+// projects_input_first). Steps of at least kMinRowsProjectedFirstByMkl rows do so where MKL is the
+// GEMM of that size and the W_ih panels stream.
 constexpr int64_t kMaxRowsProjectedFirst = 16;
 constexpr int64_t kMinInputWeightBytesProjectedFirst = int64_t(512) << 10;
 constexpr int64_t kMaxUnsavedGatesProjectedFirst = int64_t(64) << 20;
+constexpr int64_t kMinRowsProjectedFirstByMkl = 32;
 
 // Whether the driver projects a layer's input through ATen before the layer kernel, rather than
 // the kernel chunk by chunk through brgemm, which needs W_ih transposed into its panels first.
@@ -153,15 +155,25 @@ constexpr int64_t kMaxUnsavedGatesProjectedFirst = int64_t(64) << 20;
 // costs more than the GEMM: alternated on a 2-core Xeon, B=1 T=25 I=H=1024 forward 0.86x the
 // time, with P=256 0.75x, training 0.71x; B=1 T=100 H=512 0.95x; B=4 0.91x; B=16 T=25 I=H=1024
 // 0.91x, T=100 H=512 0.97x; B=1 H=256 training 0.95x. A small W_ih transposes in no time (B=1
-// I=64 H=128: 1.03x the time with ATen's call first). Larger steps keep the chunks when nothing
-// saves the gates: the chunk's gates are then read back from the caches (B=64 H=512 and B=256
-// H=256 forwards took 1.08-1.15x the time with the projection first); but a training forward
-// keeps every gate anyway, and where MKL is the GEMM of that size it projects first too (B=64
-// H=512 0.93x the time, I=512 H=1024 P=256 0.94x, B=256 H=256 0.95x).
+// I=64 H=128: 1.03x the time with ATen's call first).
+// Where MKL is the GEMM of that size (Intel), it also projects the input of larger steps first
+// when a training forward keeps every gate anyway (B=64 H=512 0.93x the time, I=512 H=1024
+// P=256 0.94x, B=256 H=256 0.95x), and in inference when the W_ih panels stream from beyond L2
+// (see streams_input_weights), where the kernel's projection reads them once per chunk of steps
+// and MKL's runs at its full rate over all rows: alternated on a 2-core Xeon, T=100 B=64 I=H=512
+// forward 0.88-0.93x the time, with P=128 0.89x, I=512 H=1024 P=256 0.97x, I=H=1024 0.96x, B=32
+// I=H=512 0.93x; but B=16 (I=H=1024 T=25, I=H=512 T=100) 1.02-1.03x, and I=H=256 (panels in L2)
+// at B=32 1.04x, so smaller steps and cached panels keep the chunks, whose gates are read back
+// from the caches.
 bool projects_input_first(int64_t rows, int64_t max_step_rows, int64_t input_size,
                           int64_t hidden_size, bool save_for_backward) {
   const int64_t gates = rows * 4 * hidden_size;
-  if (save_for_backward && cpu_gemm_float(gates * input_size) == nullptr) return true;
+  const bool mkl_is_the_gemm = cpu_gemm_float(gates * input_size) == nullptr;
+  if (mkl_is_the_gemm && save_for_backward) return true;
+  if (mkl_is_the_gemm && max_step_rows >= kMinRowsProjectedFirstByMkl &&
+      cpu::streams_input_weights(input_size, hidden_size)) {
+    return true;
+  }
   constexpr int64_t kFloatBytes = sizeof(float);
   return max_step_rows <= kMaxRowsProjectedFirst &&
          4 * hidden_size * input_size * kFloatBytes >= kMinInputWeightBytesProjectedFirst &&

@@ -98,16 +98,24 @@ def test_packed_bidirectional_matches_nn_lstm(threads, cpu_gemm, grad):
         torch.testing.assert_close(actual_grads, expected_grads, rtol=1e-4, atol=1e-4)
 
 
-# Steps of at most 16 rows and a W_ih of 512 KB or more (4 * 180 x 200 floats): the driver
-# projects the input of all steps through ATen before the layer kernel, with or without biases.
+# The driver projects the input of all steps through ATen before the layer kernel, with or
+# without biases: for steps of at most 16 rows with a W_ih of 512 KB or more (4 * 180 x 200
+# floats); and on Intel processors, where MKL is the GEMM of that size (15 x 33 rows x 4 * 360 x
+# 400, over 2^28 multiply-adds), for steps of 32 rows or more whose W_ih panels stream from
+# beyond L2 (over 1 MB per thread), in inference too (elsewhere the kernel projects those chunk
+# by chunk: both must match).
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
-@pytest.mark.parametrize("batch", [1, 16])
+@pytest.mark.parametrize("steps,batch,input_size,hidden_size,proj_size",
+                         [(7, 1, 200, 180, 0), (7, 16, 200, 180, 0), (15, 33, 400, 360, 0),
+                          (15, 33, 400, 360, 72)],
+                         ids=["B=1", "B=16", "B=33", "B=33-projection"])
 @pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
-def test_input_projected_first_matches_nn_lstm(threads, bias, batch, grad):
+def test_input_projected_first_matches_nn_lstm(threads, bias, steps, batch, input_size,
+                                               hidden_size, proj_size, grad):
     torch.manual_seed(0)
-    reference = torch.nn.LSTM(200, 180, bias=bias)
+    reference = torch.nn.LSTM(input_size, hidden_size, bias=bias, proj_size=proj_size)
     ext = lstm_ext.LSTM.from_torch(reference)
-    x = torch.randn(7, batch, 200, requires_grad=grad)
+    x = torch.randn(steps, batch, input_size, requires_grad=grad)
     with torch.set_grad_enabled(grad):
         expected_output, expected_state = reference(x)
         actual_output, actual_state = ext(x)
