@@ -56,8 +56,9 @@ COLUMNS = ("size", "mode", "implementation", "time", "lstm_ext speed-up", "GFLOP
 
 
 def table(results: list[dict], gemms: dict[str, dict]) -> str:
-    """One row per (size, mode, implementation), under a line per size that gives the rate of a
-    GEMM with the forward pass's gate FLOPs (the "% of GEMM" denominator)."""
+    """One row per (size, mode, implementation), under a line per size that gives the best rate
+    of a GEMM with the forward pass's gate FLOPs (the "% of GEMM" denominator), its engine and
+    the other engine's rate."""
     rows, previous = [], (None, None)
     for result in results:
         size, mode = result["size"], result["mode"]
@@ -88,7 +89,10 @@ def table(results: list[dict], gemms: dict[str, dict]) -> str:
         if size != current_size:
             gemm = gemms[size]
             m, k, n = gemm["shape"]
-            out += ["", f"{size}    [GEMM {m}x{k} @ {k}x{n}: {gemm['gflops']:.1f} GFLOP/s]"]
+            others = ", ".join(f"{name} {rate:.1f}" for name, rate in gemm["engine_gflops"].items()
+                               if name != gemm["engine"])
+            out += ["", f"{size}    [GEMM {m}x{k} @ {k}x{n}: {gemm['gflops']:.1f} GFLOP/s "
+                        f"({gemm['engine']}{'; ' + others if others else ''})]"]
             current_size = size
         out.append(line(cells))
     return "\n".join(out)

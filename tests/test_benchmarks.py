@@ -100,6 +100,11 @@ def test_tiny_run_writes_table_json_and_plot(tmp_path, capsys):
         assert result["gflops"] == pytest.approx(result["gflop"] / result["median_s"])
         gemm = payload["gemm"][result["size"]]
         assert result["gemm_fraction"] == pytest.approx(result["gflops"] / gemm["gflops"])
+        # The denominator is the faster of ATen's mm and oneDNN's matmul, both measured.
+        assert set(gemm["engine_gflops"]) == (
+            {"mm", "onednn"} if torch.backends.mkldnn.is_available() else {"mm"})
+        assert gemm["gflops"] == max(gemm["engine_gflops"].values())
+        assert gemm["engine_gflops"][gemm["engine"]] == gemm["gflops"]
         base = next(r for r in results if (r["size"], r["mode"], r["implementation"]) ==
                     (result["size"], result["mode"], "lstm_ext"))
         expected = None if result is base else result["median_s"] / base["median_s"]
