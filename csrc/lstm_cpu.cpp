@@ -142,8 +142,8 @@ constexpr auto kGemmFloat = cpu_gemm_float;
 
 // Steps of at most this many rows, with W_ih of at least this many bytes and gates of at most
 // this many where they are not saved anyway, have the driver project their input first (see
-// projects_input_first). Steps of at least kMinRowsProjectedFirstByMkl rows do so where MKL is the
-// GEMM of that size and the W_ih panels stream.
+// projects_input_first). So do steps of at least kMinRowsProjectedFirstByMkl rows where MKL is
+// the GEMM of that size and the W_ih panels stream.
 constexpr int64_t kMaxRowsProjectedFirst = 16;
 constexpr int64_t kMinInputWeightBytesProjectedFirst = int64_t(512) << 10;
 constexpr int64_t kMaxUnsavedGatesProjectedFirst = int64_t(64) << 20;
@@ -161,10 +161,11 @@ constexpr int64_t kMinRowsProjectedFirstByMkl = 32;
 // P=256 0.94x, B=256 H=256 0.95x), and in inference when the W_ih panels stream from beyond L2
 // (see streams_input_weights), where the kernel's projection reads them once per chunk of steps
 // and MKL's runs at its full rate over all rows: alternated on a 2-core Xeon, T=100 B=64 I=H=512
-// forward 0.88-0.93x the time, with P=128 0.89x, I=512 H=1024 P=256 0.97x, I=H=1024 0.96x, B=32
-// I=H=512 0.93x; but B=16 (I=H=1024 T=25, I=H=512 T=100) 1.02-1.03x, and I=H=256 (panels in L2)
-// at B=32 1.04x, so smaller steps and cached panels keep the chunks, whose gates are read back
-// from the caches.
+// forward 0.88-0.93x the time (three runs), with P=128 0.89x, I=512 H=1024 P=256 0.92-0.97x,
+// I=H=1024 0.96x, B=32 I=H=512 0.93x; but B=16 (I=H=1024 T=25, I=H=512 T=100) 1.01-1.03x, and
+// I=H=256 (panels in L2) at B=32 1.04x, B=64 0.98-0.99x, B=256 0.97-0.98x (within this VM's
+// noise): smaller steps and cached panels keep the chunks, whose gates are read back from the
+// caches.
 bool projects_input_first(int64_t rows, int64_t max_step_rows, int64_t input_size,
                           int64_t hidden_size, bool save_for_backward) {
   const int64_t gates = rows * 4 * hidden_size;
