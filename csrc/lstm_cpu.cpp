@@ -140,14 +140,16 @@ GemmFloat cpu_gemm_float(int64_t multiply_adds) {
 }
 constexpr auto kGemmFloat = cpu_gemm_float;
 
-// Steps of at most this many rows, with W_ih of at least this many bytes and gates of at most
-// this many where they are not saved anyway, have the driver project their input first (see
-// projects_input_first). So do steps of at least kMinRowsProjectedFirstByMkl rows where MKL is
-// the GEMM of that size and the W_ih panels stream.
+// Steps of at most this many rows, with W_ih of at least this many bytes, have the driver
+// project their input first (see projects_input_first); so do steps of at least
+// kMinRowsProjectedFirstByMkl rows where MKL is the GEMM of that size and the W_ih panels
+// stream. Where the gates are not saved anyway (inference), only up to this many bytes of them:
+// the gates of all steps, N x 4H, where the kernel's chunks hold a few MB (an inference over
+// long sequences should not need as much memory as a training step).
 constexpr int64_t kMaxRowsProjectedFirst = 16;
 constexpr int64_t kMinInputWeightBytesProjectedFirst = int64_t(512) << 10;
-constexpr int64_t kMaxUnsavedGatesProjectedFirst = int64_t(64) << 20;
 constexpr int64_t kMinRowsProjectedFirstByMkl = 32;
+constexpr int64_t kMaxUnsavedGatesProjectedFirst = int64_t(128) << 20;
 
 // Whether the driver projects a layer's input through ATen before the layer kernel, rather than
 // the kernel chunk by chunk through brgemm, which needs W_ih transposed into its panels first.
@@ -168,17 +170,17 @@ constexpr int64_t kMinRowsProjectedFirstByMkl = 32;
 // caches.
 bool projects_input_first(int64_t rows, int64_t max_step_rows, int64_t input_size,
                           int64_t hidden_size, bool save_for_backward) {
+  constexpr int64_t kFloatBytes = sizeof(float);
   const int64_t gates = rows * 4 * hidden_size;
   const bool mkl_is_the_gemm = cpu_gemm_float(gates * input_size) == nullptr;
   if (mkl_is_the_gemm && save_for_backward) return true;
+  if (!save_for_backward && gates * kFloatBytes > kMaxUnsavedGatesProjectedFirst) return false;
   if (mkl_is_the_gemm && max_step_rows >= kMinRowsProjectedFirstByMkl &&
       cpu::streams_input_weights(input_size, hidden_size)) {
     return true;
   }
-  constexpr int64_t kFloatBytes = sizeof(float);
   return max_step_rows <= kMaxRowsProjectedFirst &&
-         4 * hidden_size * input_size * kFloatBytes >= kMinInputWeightBytesProjectedFirst &&
-         (save_for_backward || gates * kFloatBytes <= kMaxUnsavedGatesProjectedFirst);
+         4 * hidden_size * input_size * kFloatBytes >= kMinInputWeightBytesProjectedFirst;
 }
 constexpr auto kProjectsInputFirst = projects_input_first;
 #else
