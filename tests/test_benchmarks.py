@@ -100,7 +100,9 @@ def test_tiny_run_writes_table_json_and_plot(tmp_path, capsys):
         assert result["gflops"] == pytest.approx(result["gflop"] / result["median_s"])
         gemm = payload["gemm"][result["size"]]
         assert result["gemm_fraction"] == pytest.approx(result["gflops"] / gemm["gflops"])
-        # The denominator is the faster of ATen's mm and oneDNN's matmul, both measured.
+        # The denominator is the faster of ATen's mm and oneDNN's matmul, both measured before
+        # and after the size's implementations.
+        assert gemm["timings"] == 2
         assert set(gemm["engine_gflops"]) == (
             {"mm", "onednn"} if torch.backends.mkldnn.is_available() else {"mm"})
         assert gemm["gflops"] == max(gemm["engine_gflops"].values())
