@@ -2,16 +2,21 @@
 # The GPU check of lstm_ext, for a machine with an NVIDIA GPU, torch, nvcc and ninja (no network
 # needed): builds the extension in place, runs the CUDA tests (tests/test_cuda.py and the
 # device-parametrised tests' CUDA cases), runs benchmarks/bench_lstm.py on the GPU when it exists,
-# and prints a summary table last. Logs go to $OUT when set, else to benchmarks/results/gpu_check.
+# and prints a summary table last. Logs and benchmark JSON go to benchmarks/results/gpu_check; when
+# $OUT is set (the device tool's return folder, which takes few files) they are also packed into
+# $OUT/gpu_check.tar.gz beside a copy of the summary.
 #
 #   benchmarks/gpu_check.sh
 # Environment: PYTHON (default python), TORCH_CUDA_ARCH_LIST (default 9.0), MAX_JOBS (default 16),
-# TEST_TIMEOUT_S (default 300), BENCH_TIMEOUT_S (per benchmark run, default 90).
+# TEST_TIMEOUT_S (default 300), BENCH_TIMEOUT_S (per benchmark run, default 90), PYTEST_ARGS
+# (added to pytest's, e.g. "-n 8 --timeout 120" where pytest-xdist and pytest-timeout exist),
+# BENCH_ARGS (added to each benchmark run's, e.g. "--min-run-time 0.25 --compile-max-steps 0"),
+# BENCH_DEADLINE_S (no benchmark run starts after this many seconds of the script; default none).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python}
-LOG_DIR=${OUT:-benchmarks/results/gpu_check}
+LOG_DIR=benchmarks/results/gpu_check
 mkdir -p "$LOG_DIR"
 SUMMARY=()
 FAILURES=0
@@ -26,6 +31,10 @@ print_summary() {
     printf '%-28s %-8s %s\n' step status detail
     printf '%s\n' "${SUMMARY[@]}"
   } | tee "$LOG_DIR/summary.txt"
+  if [ -n "${OUT:-}" ]; then
+    cp "$LOG_DIR/summary.txt" "$OUT/summary.txt"
+    tar czf "$OUT/gpu_check.tar.gz" -C "$LOG_DIR" .
+  fi
 }
 
 last_line() { grep -v '^[[:space:]]*$' "$1" | tail -n 1 | cut -c1-100; }
@@ -39,6 +48,7 @@ if TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} \
   record build ok "$(($(date +%s) - start)) s"
 else
   record build FAIL "$(grep -m1 -i 'error' "$LOG_DIR/build.log" | cut -c1-100)"
+  grep -i -B2 -A6 'error' "$LOG_DIR/build.log" | cut -c1-300 | head -n 60
   print_summary
   exit 1
 fi
@@ -56,12 +66,14 @@ fi
 
 # 2. CUDA tests: every test of tests/test_cuda.py and every test or parameter id naming cuda.
 PYTHONPATH=. timeout "${TEST_TIMEOUT_S:-300}" "$PYTHON" -m pytest -q -rfEs -p no:cacheprovider \
-  tests -k cuda --junitxml="$LOG_DIR/pytest_cuda.xml" > "$LOG_DIR/pytest_cuda.log" 2>&1
+  ${PYTEST_ARGS:-} tests -k cuda --junitxml="$LOG_DIR/pytest_cuda.xml" > "$LOG_DIR/pytest_cuda.log" 2>&1
 status=$?
 if [ $status -eq 0 ]; then
   record "pytest -k cuda" ok "$(last_line "$LOG_DIR/pytest_cuda.log")"
 else
   record "pytest -k cuda" FAIL "rc $status: $(last_line "$LOG_DIR/pytest_cuda.log")"
+  # The failures' short summary, so that the reply's tail shows what broke.
+  grep -E '^(FAILED|ERROR)' "$LOG_DIR/pytest_cuda.log" | cut -c1-300 | head -n 40
 fi
 
 # 3. Benchmarks on the GPU, when the benchmark script exists.
@@ -69,8 +81,13 @@ if [ -f benchmarks/bench_lstm.py ]; then
   for preset in fastrnns proj small-batch packed; do
     for dtype in float32 bfloat16; do
       log="$LOG_DIR/bench_${preset}_${dtype}.log"
+      if [ -n "${BENCH_DEADLINE_S:-}" ] && [ "$SECONDS" -ge "$BENCH_DEADLINE_S" ]; then
+        record "bench $preset $dtype" skipped "past BENCH_DEADLINE_S=$BENCH_DEADLINE_S"
+        continue
+      fi
       PYTHONPATH=. timeout "${BENCH_TIMEOUT_S:-90}" "$PYTHON" benchmarks/bench_lstm.py \
-        --device cuda --preset "$preset" --dtype "$dtype" > "$log" 2>&1
+        --device cuda --preset "$preset" --dtype "$dtype" --out "$LOG_DIR" ${BENCH_ARGS:-} \
+        > "$log" 2>&1
       status=$?
       if [ $status -eq 0 ]; then
         record "bench $preset $dtype" ok "$(last_line "$log")"
