@@ -18,3 +18,15 @@ CUDA_DEVICE = pytest.param(
 def device(request):
     """Every device-parametrised test runs on the CPU, and on CUDA where a GPU is present."""
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def full_precision_float32():
+    """cuDNN and cuBLAS in true float32, like the CPU. cuDNN allows TF32 by default, which puts
+    nn.LSTM's float32 results on a GPU ~1e-3 (relative) from the exact ones: the comparisons with
+    it would then measure TF32's rounding, not lstm_ext's."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

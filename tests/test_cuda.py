@@ -15,16 +15,13 @@ import torch
 from torch.nn.utils.rnn import PackedSequence
 
 import lstm_ext
+from tolerances import assert_close_scaled
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CUDA_SOURCES = sorted((ROOT / "csrc" / "cuda").glob("*.cu"))
 
 requires_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
 requires_two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
-
-TOLERANCES = {torch.float64: dict(rtol=1e-10, atol=1e-10),
-              torch.float32: dict(rtol=5e-5, atol=5e-5)}
-
 
 # ------------------------------------------------------------------------------------------------
 # Run everywhere: the CUDA kernels share the CPU path's math.
@@ -71,16 +68,6 @@ def test_shared_header_compiles_for_the_host_and_vector_variants_match_elements(
 
 # ------------------------------------------------------------------------------------------------
 # Cases on the packed layout.
-
-@pytest.fixture(autouse=True)
-def full_precision_float32():
-    """cuDNN and cuBLAS in true float32 (no TF32), like the CPU."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
 
 def packed_batch_sizes(batch, steps, generator):
     """(steps,) int64: the batch sizes of `batch` sequences of lengths 1..steps, sorted
@@ -182,15 +169,6 @@ def run_nn_lstm(case, device, dtype):
                [None, grad_h0[1].cpu(), grad_c0[1].cpu()] + [g.cpu() for g in grad_weights[count:]])
     # The input gradient exists only as the sum of both directions'.
     return forward, reverse, grad_data.cpu()
-
-
-def assert_close_scaled(actual, expected, dtype, msg):
-    """assert_close with the absolute tolerance scaled by the largest expected magnitude: the
-    rounding errors of sums over hundreds of terms grow with the values summed."""
-    tolerance = TOLERANCES[dtype]
-    scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
-    torch.testing.assert_close(actual, expected.to(actual.dtype), rtol=tolerance["rtol"],
-                               atol=tolerance["atol"] * scale, msg=msg)
 
 
 def assert_close_all(actual, expected, dtype, what):

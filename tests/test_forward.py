@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 import lstm_ext
 from layer_cases import sample_inputs
+from tolerances import TOLERANCES, assert_close_scaled
 
-TOLERANCES = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=2e-5, atol=2e-5)}
 
 
 def run_ext(case, grad_outputs):
@@ -50,11 +50,10 @@ def random_grad_outputs(case, seed=1):
 def assert_same(actual, expected, dtype):
     (actual_values, actual_grads), (expected_values, expected_grads) = actual, expected
     for name, a, e in zip(("output", "h_n", "c_n"), actual_values, expected_values):
-        torch.testing.assert_close(a, e, **TOLERANCES[dtype], msg=lambda m: f"{name}: {m}")
+        assert_close_scaled(a, e, dtype, lambda m: f"{name}: {m}")
     assert len(actual_grads) == len(expected_grads)
     for index, (a, e) in enumerate(zip(actual_grads, expected_grads)):
-        torch.testing.assert_close(a, e, **TOLERANCES[dtype],
-                                   msg=lambda m: f"gradient of argument {index}: {m}")
+        assert_close_scaled(a, e, dtype, lambda m: f"gradient of argument {index}: {m}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
