@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The GPU check of lstm_ext, for a machine with an NVIDIA GPU, torch, nvcc and ninja (no network
 # needed): builds the extension in place, runs the CUDA tests (tests/test_cuda.py and the
-# device-parametrised tests' CUDA cases), runs benchmarks/bench_lstm.py on the GPU when it exists,
-# and prints a summary table last. Logs and benchmark JSON go to benchmarks/results/gpu_check; when
-# $OUT is set (the device tool's return folder, which takes few files) they are also packed into
+# device-parametrised tests' CUDA cases), profiles lstm_ext against cuDNN
+# (benchmarks/gpu_profile.py), runs benchmarks/bench_lstm.py on the GPU, and prints a summary
+# table last. Logs and benchmark JSON go to benchmarks/results/gpu_check; when $OUT is set (the
+# device tool's return folder, which takes few files) they are also packed into
 # $OUT/gpu_check.tar.gz beside a copy of the summary.
 #
 #   benchmarks/gpu_check.sh
@@ -76,7 +77,16 @@ else
   grep -E '^(FAILED|ERROR)' "$LOG_DIR/pytest_cuda.log" | cut -c1-300 | head -n 40
 fi
 
-# 3. Benchmarks on the GPU, when the benchmark script exists.
+# 3. Where the GPU time goes: busy time, launches and CUDA-graph replay against cuDNN.
+PYTHONPATH=. timeout 120 "$PYTHON" benchmarks/gpu_profile.py > "$LOG_DIR/gpu_profile.log" 2>&1
+status=$?
+if [ $status -eq 0 ]; then
+  record gpu_profile ok "$(last_line "$LOG_DIR/gpu_profile.log")"
+else
+  record gpu_profile FAIL "rc $status: $(last_line "$LOG_DIR/gpu_profile.log")"
+fi
+
+# 4. Benchmarks on the GPU, when the benchmark script exists.
 if [ -f benchmarks/bench_lstm.py ]; then
   for preset in fastrnns proj small-batch packed; do
     for dtype in float32 bfloat16; do

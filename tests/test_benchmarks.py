@@ -180,3 +180,10 @@ def test_runs_as_a_script(tmp_path):
     assert completed.returncode == 0, completed.stderr
     assert "lstm_ext speed-up" in completed.stdout
     assert (tmp_path / "custom-cpu-float32.json").exists()
+
+
+def test_gpu_profile_says_what_it_needs_without_a_gpu(monkeypatch):
+    from benchmarks import gpu_profile
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="needs an NVIDIA GPU"):
+        gpu_profile.main(["--sizes", "1,2,3,4,0"])

@@ -340,3 +340,16 @@ def test_empty_batch_and_no_steps_on_cuda():
                                           w_hh)
     assert output.shape == (2, 0, 4)
     assert torch.equal(h_n, h0) and torch.equal(c_n, c0)
+
+
+@requires_gpu
+def test_gpu_profile_counts_both_implementations_kernels():
+    from benchmarks.gpu_profile import profile_size
+    rows = profile_size(batch=3, steps=5, input_size=8, hidden_size=16, proj_size=4,
+                        dtype=torch.float32)
+    assert [(row["implementation"], row["mode"]) for row in rows] == [
+        (name, mode) for name in ("nn.LSTM", "lstm_ext") for mode in ("forward", "forward+backward")]
+    for row in rows:
+        # At least one kernel per step (the step kernel or cuDNN's cell), and time for them.
+        assert row["launches"] >= 5 and row["busy_ms"] > 0, row
+        assert (row["graph_replay_ms"] > 0) == (row["mode"] == "forward"), row
