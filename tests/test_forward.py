@@ -11,7 +11,6 @@ from layer_cases import sample_inputs
 from tolerances import TOLERANCES, assert_close_scaled
 
 
-
 def run_ext(case, grad_outputs):
     output, (h_n, c_n) = lstm_ext.forward(*case.forward_args())
     grads = torch.autograd.grad((output, h_n, c_n), case.leaves(), grad_outputs)

@@ -1,4 +1,5 @@
-"""How close lstm_ext must come to nn.LSTM and to the reference, for every test file."""
+"""How close lstm_ext must come to nn.LSTM and to the reference in the comparisons that run on
+every device (tests/test_forward.py, tests/test_cuda.py)."""
 
 import torch
 
