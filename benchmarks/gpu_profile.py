@@ -10,7 +10,6 @@ Prints one line per implementation and mode; needs an NVIDIA GPU and lstm_ext's 
 """
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -21,12 +20,12 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import lstm_ext
+from benchmarks.bench_lstm import DTYPES, time_callable
 
 DEFAULT_SIZES = "64,100,512,512,0;1,100,512,512,0;64,100,512,1024,256"  # B,T,I,H,P
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def graph_replay_ms(fn, repeats=20) -> float:
+def graph_replay_ms(fn, min_run_time=0.2) -> float:
     """Median time of fn captured once in a CUDA graph and replayed (warmed up on a side stream,
     as capture requires)."""
     side_stream = torch.cuda.Stream()
@@ -38,15 +37,7 @@ def graph_replay_ms(fn, repeats=20) -> float:
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(repeats):
-        start.record()
-        graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return time_callable(graph.replay, min_run_time, torch.get_num_threads()).median * 1e3
 
 
 def device_profile(fn) -> dict:
