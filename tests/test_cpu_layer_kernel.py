@@ -1,9 +1,10 @@
 """The CPU's float32 whole-layer kernels (csrc/lstm_cpu_layer.cpp, forward and backward) on the
 shapes that pick their branches: steps of 1-4 rows (the register-tiled GEMMs, and the dot
 products over a large W_hh as stored) and more (brgemm), one thread and two (hidden units and
-projection columns split into work items that the threads claim, with ragged last items),
-several input-projection chunks or the driver's projection of all rows first, packed batches in
-both directions, with and without saving activations. Each is compared with torch.nn.LSTM
+projection columns split into work items that the threads claim, with ragged last items, and
+steps of many rows into bands of rows), several input-projection chunks or the driver's
+projection of all rows first, packed batches in both directions, with and without saving
+activations. Each is compared with torch.nn.LSTM
 (float32: outputs, states and every gradient) or, through the operator, with the float64 result
 of the same operator."""
 
@@ -81,21 +82,42 @@ def test_training_matches_nn_lstm(threads, cpu_gemm, batch, hidden_size, proj_si
     torch.testing.assert_close(actual_grads, expected_grads, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
-def test_packed_bidirectional_matches_nn_lstm(threads, cpu_gemm, grad):
-    reference, ext = make_modules(11, 70, 0, bidirectional=True)
-    lengths = [13, 13, 9, 7, 7, 4, 2, 1]
-    packed = pack_sequence([torch.randn(n, 11) for n in lengths], enforce_sorted=False)
+def assert_packed_matches(reference, ext, packed, grad, hx=None):
+    """ext's outputs, states and (with grad) gradients on a PackedSequence are reference's."""
     packed.data.requires_grad_(grad)
     with torch.set_grad_enabled(grad):
-        expected_output, expected_state = reference(packed)
-        actual_output, actual_state = ext(packed)
+        expected_output, expected_state = reference(packed, hx)
+        actual_output, actual_state = ext(packed, hx)
     torch.testing.assert_close(actual_output.data, expected_output.data, **TOLERANCE)
     torch.testing.assert_close(actual_state, expected_state, **TOLERANCE)
     if grad:
         expected_grads = gradients(reference, expected_output.data, expected_state, [packed.data])
         actual_grads = gradients(ext, actual_output.data, actual_state, [packed.data])
         torch.testing.assert_close(actual_grads, expected_grads, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
+def test_packed_bidirectional_matches_nn_lstm(threads, cpu_gemm, grad):
+    reference, ext = make_modules(11, 70, 0, bidirectional=True)
+    lengths = [13, 13, 9, 7, 7, 4, 2, 1]
+    packed = pack_sequence([torch.randn(n, 11) for n in lengths], enforce_sorted=False)
+    assert_packed_matches(reference, ext, packed, grad)
+
+
+# Steps of 128 rows or more split the forward's work items into bands of at least 64 rows: 200
+# sequences make three bands (67, 66 and 67 rows at the first step; the last two steps have
+# fewer rows than bands). In reverse, sequences start at every step, so bands hold carried rows,
+# starting rows or both. With H = 20 an input-projection chunk spans several steps (each item projects its band
+# of each), with H = 170 it is one step.
+@pytest.mark.parametrize("hidden_size", [20, 170])
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
+def test_row_bands_of_large_packed_steps_match_nn_lstm(threads, hidden_size, grad):
+    reference, ext = make_modules(9, hidden_size, 0, bidirectional=True)
+    generator = torch.Generator().manual_seed(2)
+    lengths = [14, 13] + [12] * 58 + torch.randint(1, 12, (140,), generator=generator).tolist()
+    packed = pack_sequence([torch.randn(n, 9) for n in lengths], enforce_sorted=False)
+    hx = (torch.randn(2, 200, hidden_size), torch.randn(2, 200, hidden_size))
+    assert_packed_matches(reference, ext, packed, grad, hx)
 
 
 # The driver projects the input of all steps through ATen before the layer kernel, with or
@@ -182,12 +204,14 @@ def test_chunked_gemms_match_nn_lstm(threads, cpu_gemm, proj_size, steps, batch,
     torch.testing.assert_close(actual_grads, expected_grads, rtol=1e-4, atol=1e-4)
 
 
-# Two threads claim each step's work items (80 hidden units, 64 projection columns) as they get
-# to them: which thread runs an item must not change a bit of the results.
+# Two threads claim each step's work items (80 hidden units, 64 projection columns; with 130
+# rows, two bands of rows of 64 units) as they get to them: which thread runs an item must not
+# change a bit of the results.
 @pytest.mark.parametrize("proj_size", [0, 136])
-def test_results_are_bitwise_repeatable(threads, proj_size):
-    _, ext = make_modules(24, 520, proj_size)
-    x = torch.randn(30, 16, 24, requires_grad=True)
+@pytest.mark.parametrize("batch,hidden_size", [(16, 520), (130, 150)], ids=["B=16", "B=130"])
+def test_results_are_bitwise_repeatable(threads, proj_size, batch, hidden_size):
+    _, ext = make_modules(24, hidden_size, proj_size)
+    x = torch.randn(30, batch, 24, requires_grad=True)
 
     def run():
         output, state = ext(x)
