@@ -107,8 +107,8 @@ def test_packed_bidirectional_matches_nn_lstm(threads, cpu_gemm, grad):
 # Steps of 128 rows or more split the forward's work items into bands of at least 64 rows: 200
 # sequences make three bands (67, 66 and 67 rows at the first step; the last two steps have
 # fewer rows than bands). In reverse, sequences start at every step, so bands hold carried rows,
-# starting rows or both. With H = 20 an input-projection chunk spans several steps (each item projects its band
-# of each), with H = 170 it is one step.
+# starting rows or both. With H = 20 an input-projection chunk spans several steps (each item
+# projects its band of each), with H = 170 it is one step.
 @pytest.mark.parametrize("hidden_size", [20, 170])
 @pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
 def test_row_bands_of_large_packed_steps_match_nn_lstm(threads, hidden_size, grad):
