@@ -4,9 +4,8 @@ products over a large W_hh as stored) and more (brgemm), one thread and two (hid
 projection columns split into work items that the threads claim, with ragged last items, and
 steps of many rows into bands of rows), several input-projection chunks or the driver's
 projection of all rows first, packed batches in both directions, with and without saving
-activations. Each is compared with torch.nn.LSTM
-(float32: outputs, states and every gradient) or, through the operator, with the float64 result
-of the same operator."""
+activations. Each is compared with torch.nn.LSTM (float32: outputs, states and every gradient)
+or, through the operator, with the float64 result of the same operator."""
 
 import pytest
 import torch
@@ -105,7 +104,7 @@ def test_packed_bidirectional_matches_nn_lstm(threads, cpu_gemm, grad):
 
 
 # Steps of 128 rows or more split the forward's work items into bands of at least 64 rows: 200
-# sequences make three bands (67, 66 and 67 rows at the first step; the last two steps have
+# sequences make three bands (66, 67 and 67 rows at the first step; the last two steps have
 # fewer rows than bands). In reverse, sequences start at every step, so bands hold carried rows,
 # starting rows or both. With H = 20 an input-projection chunk spans several steps (each item
 # projects its band of each), with H = 170 it is one step.
@@ -204,9 +203,9 @@ def test_chunked_gemms_match_nn_lstm(threads, cpu_gemm, proj_size, steps, batch,
     torch.testing.assert_close(actual_grads, expected_grads, rtol=1e-4, atol=1e-4)
 
 
-# Two threads claim each step's work items (80 hidden units, 64 projection columns; with 130
-# rows, two bands of rows of 64 units) as they get to them: which thread runs an item must not
-# change a bit of the results.
+# Two threads claim each step's work items (80 hidden units, 64 projection columns; at B=130,
+# two bands of 65 rows of 64 units, 22 in the last item) as they get to them: which thread runs
+# an item must not change a bit of the results.
 @pytest.mark.parametrize("proj_size", [0, 136])
 @pytest.mark.parametrize("batch,hidden_size", [(16, 520), (130, 150)], ids=["B=16", "B=130"])
 def test_results_are_bitwise_repeatable(threads, proj_size, batch, hidden_size):
