@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import lstm_ext
 from layer_cases import sample_inputs
-from tolerances import TOLERANCES, assert_close_scaled
+from tolerances import assert_close_scaled, tolerance
 
 
 def run_ext(case, grad_outputs):
@@ -151,14 +151,14 @@ def test_calls_in_turn_without_initial_states_match_the_reference(device):
             with torch.inference_mode():
                 actual = lstm_ext.forward(*args)
             expected = lstm_ext.reference.lstm_forward(*args)
-            torch.testing.assert_close(actual, expected, **TOLERANCES[dtype])
+            torch.testing.assert_close(actual, expected, **tolerance(dtype, device))
             continue
         actual, expected = lstm_ext.forward(*args), lstm_ext.reference.lstm_forward(*args)
-        torch.testing.assert_close(actual, expected, **TOLERANCES[dtype])
+        torch.testing.assert_close(actual, expected, **tolerance(dtype, device))
         leaves = [case.input] + case.leaves()[3:]
         grads = [torch.autograd.grad(result[0].sum(), leaves)
                  for result in (actual, expected)]
-        torch.testing.assert_close(grads[0], grads[1], **TOLERANCES[dtype])
+        torch.testing.assert_close(grads[0], grads[1], **tolerance(dtype, device))
 
 
 def test_zero_steps_returns_initial_states(device):
