@@ -49,10 +49,11 @@ def random_grad_outputs(case, seed=1):
 def assert_same(actual, expected, dtype):
     (actual_values, actual_grads), (expected_values, expected_grads) = actual, expected
     for name, a, e in zip(("output", "h_n", "c_n"), actual_values, expected_values):
-        assert_close_scaled(a, e, dtype, lambda m: f"{name}: {m}")
+        assert_close_scaled(a, e, dtype, a.device, lambda m: f"{name}: {m}")
     assert len(actual_grads) == len(expected_grads)
     for index, (a, e) in enumerate(zip(actual_grads, expected_grads)):
-        assert_close_scaled(a, e, dtype, lambda m: f"gradient of argument {index}: {m}")
+        assert_close_scaled(a, e, dtype, a.device,
+                            lambda m: f"gradient of argument {index}: {m}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

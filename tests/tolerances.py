@@ -19,10 +19,11 @@ def tolerance(dtype, device):
     return TOLERANCES[dtype]
 
 
-def assert_close_scaled(actual, expected, dtype, msg):
-    """assert_close with the absolute tolerance scaled by the largest expected magnitude: the
+def assert_close_scaled(actual, expected, dtype, computed_on, msg):
+    """assert_close with the tolerance of results computed on the device `computed_on` (they may
+    have been moved since), the absolute one scaled by the largest expected magnitude: the
     rounding errors of sums over hundreds of terms grow with the values summed."""
-    allowed = tolerance(dtype, actual.device)
+    allowed = tolerance(dtype, computed_on)
     scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
     torch.testing.assert_close(actual, expected.to(actual.dtype), rtol=allowed["rtol"],
                                atol=allowed["atol"] * scale, msg=msg)
