@@ -1,13 +1,15 @@
 """lstm_ext.forward against torch.nn.LSTM and the pure-PyTorch reference: outputs, final states
 and the gradients of every argument."""
 
+import dataclasses
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lstm_ext
-from layer_cases import sample_inputs
+from layer_cases import LayerCase, sample_inputs
 from tolerances import assert_close_scaled, tolerance
 
 
@@ -204,6 +206,55 @@ def test_forward_of_tensors_needing_no_gradient_matches_training_forward(device)
     training = lstm_ext.forward(*case.forward_args())
     torch.testing.assert_close(output, training[0].detach(), rtol=0, atol=0)
     torch.testing.assert_close((h_n, c_n), tuple(t.detach() for t in training[1]), rtol=0, atol=0)
+
+
+def widened_case(case, dtype):
+    """The case's tensors converted to `dtype`, as new leaves that require grad."""
+    return LayerCase(**{field.name: None if getattr(case, field.name) is None else
+                        getattr(case, field.name).detach().to(dtype).requires_grad_()
+                        for field in dataclasses.fields(case)})
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("proj_size", [0, 3])
+def test_half_types_on_the_cpu_round_the_float32_layer(dtype, proj_size):
+    """On the CPU a 16-bit layer runs the float32 layer on its tensors widened: its results are
+    those of the float32 layer, rounded, bit for bit (h and c stay float32 between steps)."""
+    case = sample_inputs("cpu", dtype, batch=6, steps=9, input_size=10, hidden_size=20,
+                         proj_size=proj_size)
+    output, (h_n, c_n) = lstm_ext.forward(*case.forward_args())
+    expected, (expected_h, expected_c) = lstm_ext.forward(
+        *widened_case(case, torch.float32).forward_args())
+    for name, actual, wide in (("output", output, expected), ("h_n", h_n, expected_h),
+                               ("c_n", c_n, expected_c)):
+        assert actual.dtype == dtype, name
+        torch.testing.assert_close(actual, wide.to(dtype), rtol=0, atol=0,
+                                   msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("proj_size", [0, 3])
+def test_half_types_on_the_cpu_within_their_precision(dtype, proj_size):
+    """Values and gradients of a 16-bit layer on the CPU against float64 on the same (rounded)
+    numbers: values within one unit of the 16-bit type's precision (eps) of the largest value,
+    gradients within four (they come from the 16-bit saved activations; measured: 0.25 eps and
+    1.2 eps)."""
+    case = sample_inputs("cpu", dtype, batch=6, steps=9, input_size=10, hidden_size=20,
+                         proj_size=proj_size)
+    exact = widened_case(case, torch.float64)
+    grad_outputs = random_grad_outputs(exact)
+    (values, grads) = run_ext(case, [g.to(dtype) for g in grad_outputs])
+    (exact_values, exact_grads) = run_ext(exact, grad_outputs)
+    eps = torch.finfo(dtype).eps
+    named = [(name, a, e, eps) for name, a, e in zip(("output", "h_n", "c_n"), values,
+                                                      exact_values)]
+    named += [(f"gradient of argument {index}", a, e, 4 * eps)
+              for index, (a, e) in enumerate(zip(grads, exact_grads))]
+    for name, actual, expected, allowed in named:
+        assert actual.dtype == dtype, name
+        scale = max(1.0, expected.abs().max().item())
+        torch.testing.assert_close(actual.double(), expected, rtol=allowed, atol=allowed * scale,
+                                   msg=lambda m: f"{name}: {m}")
 
 
 def test_bfloat16_close_to_float64(device):
