@@ -134,11 +134,11 @@ at::Tensor empty_saved(const at::Tensor& like) { return at::empty({0}, like.opti
 
 // Whether a 16-bit layer runs through the backend's float32 layer kernel (`has_layer_kernel`):
 // its tensors widened to float32, its results rounded back. Where a backend has that kernel
-// (the CPU), its 16-bit GEMMs have no faster hardware to run on (a Xeon without AVX512-BF16:
-// ATen's bfloat16 path ran a B=64 T=100 I=H=512 forward 4.3x slower than float32, 1.2x slower
-// than nn.LSTM's in bfloat16), and its step loop per ATen call costs what the layer kernel
-// saves. The layer then keeps h and c in float32 between steps (more accurate than rounding
-// them to 16 bits at each step); what it stores and returns stays 16-bit.
+// (the CPU), 16-bit GEMMs may have no faster hardware to run on, and a step loop of ATen calls
+// forgoes all that the layer kernel gains: on a Xeon without AVX512-BF16 that loop ran a B=64
+// T=100 I=H=512 bfloat16 forward in 4.3x the float32 layer's time, 1.2x nn.LSTM's in bfloat16.
+// The layer then keeps h and c in float32 between steps (more accurate than rounding them to 16
+// bits at each step); what it stores and returns stays 16-bit.
 bool widens_to_float(const at::Tensor& input, bool has_layer_kernel) {
   return has_layer_kernel &&
          (input.scalar_type() == at::kHalf || input.scalar_type() == at::kBFloat16);
