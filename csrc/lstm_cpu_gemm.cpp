@@ -146,22 +146,41 @@ LSTM_EXT_INLINE float horizontal_sum(const FloatVector& v) {
   return (four[0] + four[2]) + (four[1] + four[3]);
 }
 
-// C (rows, n) = [C +] A (rows, K) W^T, W (n, K) as stored (see small_gemm_transposed_b).
+// C (rows, n) = [C +] A (rows, K) W^T, W (n, K) as stored (see small_gemm_transposed_b), its
+// elements float or bfloat16.
+template <typename weight_t>
 struct DotGemm {
   int64_t K;
   const float* A;
   int64_t lda;
-  const float* W;
+  const weight_t* W;
   int64_t ldw;
   float* C;
   int64_t ldc;
   bool add_C;
 };
 
+LSTM_EXT_INLINE FloatVector load_weights(const float* w) {
+  return *reinterpret_cast<const FloatVector*>(w);
+}
+
+typedef uint16_t Uint16Vector __attribute__((vector_size(32), aligned(2)));
+typedef int32_t Int32Vector __attribute__((vector_size(64)));
+
+// 16 bfloat16 as floats: a bfloat16 is the high half of a float's bits (exact).
+LSTM_EXT_INLINE FloatVector load_weights(const c10::BFloat16* w) {
+  Uint16Vector bits;
+  std::memcpy(&bits, w, sizeof(bits));
+  const Int32Vector float_bits = __builtin_convertvector(bits, Int32Vector) << 16;
+  FloatVector values;
+  std::memcpy(&values, &float_bits, sizeof(values));
+  return values;
+}
+
 // kRows x kOutputs dot products from output `output`: vectors of partial sums along K, each
 // summed across its lanes at the end.
-template <int64_t kRows, int64_t kOutputs>
-LSTM_EXT_INLINE void dot_tile(const DotGemm& g, int64_t output) {
+template <int64_t kRows, int64_t kOutputs, typename weight_t>
+LSTM_EXT_INLINE void dot_tile(const DotGemm<weight_t>& g, int64_t output) {
   FloatVector sums[kRows][kOutputs];
   for (int64_t r = 0; r < kRows; ++r) {
     for (int64_t o = 0; o < kOutputs; ++o) sums[r][o] = FloatVector{};
@@ -173,7 +192,7 @@ LSTM_EXT_INLINE void dot_tile(const DotGemm& g, int64_t output) {
       a[r] = *reinterpret_cast<const FloatVector*>(g.A + r * g.lda + k);
     }
     for (int64_t o = 0; o < kOutputs; ++o) {
-      const FloatVector w = *reinterpret_cast<const FloatVector*>(g.W + (output + o) * g.ldw + k);
+      const FloatVector w = load_weights(g.W + (output + o) * g.ldw + k);
       for (int64_t r = 0; r < kRows; ++r) sums[r][o] += a[r] * w;
     }
   }
@@ -181,7 +200,7 @@ LSTM_EXT_INLINE void dot_tile(const DotGemm& g, int64_t output) {
     for (int64_t o = 0; o < kOutputs; ++o) {
       float sum = horizontal_sum(sums[r][o]);
       for (int64_t k = vector_end; k < g.K; ++k) {
-        sum += g.A[r * g.lda + k] * g.W[(output + o) * g.ldw + k];
+        sum += g.A[r * g.lda + k] * static_cast<float>(g.W[(output + o) * g.ldw + k]);
       }
       float* c = g.C + r * g.ldc + output + o;
       *c = g.add_C ? *c + sum : sum;
@@ -189,15 +208,16 @@ LSTM_EXT_INLINE void dot_tile(const DotGemm& g, int64_t output) {
   }
 }
 
-template <int64_t kRows, int64_t kOutputs>
-LSTM_EXT_INLINE void dot_rows(const DotGemm& g, int64_t n) {
+template <int64_t kRows, int64_t kOutputs, typename weight_t>
+LSTM_EXT_INLINE void dot_rows(const DotGemm<weight_t>& g, int64_t n) {
   int64_t output = 0;
   for (; output + kOutputs <= n; output += kOutputs) dot_tile<kRows, kOutputs>(g, output);
   for (; output < n; ++output) dot_tile<kRows, 1>(g, output);
 }
 
 // 8-16 vectors of sums per row count, as in small_gemm.
-LSTM_EXT_GEMM_TARGETS void dot_gemm(int64_t rows, int64_t n, const DotGemm& g) {
+template <typename weight_t>
+LSTM_EXT_INLINE void dot_gemm_rows(int64_t rows, int64_t n, const DotGemm<weight_t>& g) {
   switch (rows) {
     case 1: dot_rows<1, 8>(g, n); break;
     case 2: dot_rows<2, 4>(g, n); break;
@@ -205,6 +225,14 @@ LSTM_EXT_GEMM_TARGETS void dot_gemm(int64_t rows, int64_t n, const DotGemm& g) {
     case 4: dot_rows<4, 4>(g, n); break;
     default: break;
   }
+}
+
+LSTM_EXT_GEMM_TARGETS void dot_gemm(int64_t rows, int64_t n, const DotGemm<float>& g) {
+  dot_gemm_rows(rows, n, g);
+}
+
+LSTM_EXT_GEMM_TARGETS void dot_gemm(int64_t rows, int64_t n, const DotGemm<c10::BFloat16>& g) {
+  dot_gemm_rows(rows, n, g);
 }
 
 // dst (8 x 8; row stride ld_dst) = src (8 x 8; row stride ld_src) transposed, in registers.
@@ -429,7 +457,13 @@ void small_gemm(int64_t rows, int64_t blocks, int64_t b_block_stride, int64_t c_
 
 void small_gemm_transposed_b(int64_t rows, int64_t n, int64_t K, const float* A, int64_t lda,
                              const float* W, int64_t ldw, float* C, int64_t ldc, bool add_C) {
-  dot_gemm(rows, n, DotGemm{K, A, lda, W, ldw, C, ldc, add_C});
+  dot_gemm(rows, n, DotGemm<float>{K, A, lda, W, ldw, C, ldc, add_C});
+}
+
+void small_gemm_transposed_b(int64_t rows, int64_t n, int64_t K, const float* A, int64_t lda,
+                             const c10::BFloat16* W, int64_t ldw, float* C, int64_t ldc,
+                             bool add_C) {
+  dot_gemm(rows, n, DotGemm<c10::BFloat16>{K, A, lda, W, ldw, C, ldc, add_C});
 }
 
 void transpose(const float* src, int64_t ld_src, int64_t rows, int64_t cols, float* dst,

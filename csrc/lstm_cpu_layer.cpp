@@ -299,8 +299,9 @@ void add_to_gates(int64_t rows, const float* A, int64_t lda, const BlockedPanel&
 }
 
 // gates (rows, 4H) += A (rows, K) W^T for the units `units` of all four gates, rows <=
-// kSmallRows, with W (4H, K) as stored.
-void add_to_gates_as_stored(int64_t rows, const float* A, int64_t K, const float* w, int64_t H,
+// kSmallRows, with W (4H, K) as stored (float or bfloat16).
+template <typename weight_t>
+void add_to_gates_as_stored(int64_t rows, const float* A, int64_t K, const weight_t* w, int64_t H,
                             float* gates, IndexRange units) {
   if (rows == 0) return;
   for (int64_t gate = 0; gate < 4; ++gate) {
@@ -363,7 +364,9 @@ void forward_thread(const LayerForwardParams<float>& params, int64_t thread,
   // gates (rows, 4H) += h (rows, R) W_hh^T for the units `units`.
   const auto add_recurrent = [&](int64_t rows, const float* h, float* gates, IndexRange units) {
     if (rows <= 0) return;
-    if (w_hh_as_stored) {
+    if (w_hh_as_stored && p.w_hh_bfloat16 != nullptr) {
+      add_to_gates_as_stored(rows, h, R, p.w_hh_bfloat16, H, gates, units);
+    } else if (w_hh_as_stored) {
       add_to_gates_as_stored(rows, h, R, p.w_hh, H, gates, units);
     } else {
       add_to_gates(rows, h, R, gate_panels(p.w_hh_t, R, units), H, gates, units,

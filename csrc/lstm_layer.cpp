@@ -223,22 +223,16 @@ GemmParams product(const at::Tensor& A, bool transpose_a, const at::Tensor& B,
 
 }  // namespace
 
+namespace {
+
+// lstm_layer_forward on checked arguments; w_hh_bfloat16: W_hh in bfloat16 when w_hh is that
+// widened (see LayerForwardParams::w_hh_bfloat16), else undefined.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0,
-                   const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
-                   const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
-                   const std::optional<at::Tensor>& w_hr, bool reverse, bool save_for_backward,
-                   const StepKernels& kernels) {
-  const LayerSizes sizes = check_forward_args("lstm_ext.lstm_layer_forward", input, batch_sizes,
-                                              h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr);
-  if (widens_to_float(input, kernels.layer_forward_float != nullptr)) {
-    const auto [output, h_n, c_n, gates, cells, hidden] = lstm_layer_forward(
-        widened(input), batch_sizes, widened(h0), widened(c0), widened(w_ih), widened(w_hh),
-        widened(b_ih), widened(b_hh), widened(w_hr), reverse, save_for_backward, kernels);
-    const at::ScalarType dtype = input.scalar_type();
-    return {converted(output, dtype), converted(h_n, dtype),   converted(c_n, dtype),
-            converted(gates, dtype),  converted(cells, dtype), converted(hidden, dtype)};
-  }
+forward_layer(const LayerSizes& sizes, const at::Tensor& input, const at::Tensor& h0,
+              const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+              const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
+              const std::optional<at::Tensor>& w_hr, bool reverse, bool save_for_backward,
+              const StepKernels& kernels, const at::Tensor& w_hh_bfloat16) {
   const int64_t N = sizes.rows;
   const int64_t B = sizes.batch;
   const int64_t H = sizes.hidden_size;
@@ -308,6 +302,8 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
     params.w_ih = input_projected_first ? nullptr : w_ih_contiguous.const_data_ptr<float>();
     params.bias = has_bias ? bias_contiguous.const_data_ptr<float>() : nullptr;
     params.w_hh = w_hh_contiguous.const_data_ptr<float>();
+    params.w_hh_bfloat16 =
+        w_hh_bfloat16.defined() ? w_hh_bfloat16.const_data_ptr<c10::BFloat16>() : nullptr;
     params.w_hr = sizes.has_projection ? w_hr_contiguous.const_data_ptr<float>() : nullptr;
     params.h0 = initial_hidden.const_data_ptr<float>();
     params.c0 = initial_cell.const_data_ptr<float>();
@@ -380,6 +376,29 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
   }
   return {output, h_n, c_n, gates, cells,
           sizes.has_projection ? hidden : empty_saved(input)};
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0,
+                   const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                   const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
+                   const std::optional<at::Tensor>& w_hr, bool reverse, bool save_for_backward,
+                   const StepKernels& kernels) {
+  const LayerSizes sizes = check_forward_args("lstm_ext.lstm_layer_forward", input, batch_sizes,
+                                              h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr);
+  if (!widens_to_float(input, kernels.layer_forward_float != nullptr)) {
+    return forward_layer(sizes, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
+                         save_for_backward, kernels, at::Tensor());
+  }
+  const at::ScalarType dtype = input.scalar_type();
+  const auto [output, h_n, c_n, gates, cells, hidden] = forward_layer(
+      sizes, widened(input), widened(h0), widened(c0), widened(w_ih), widened(w_hh),
+      widened(b_ih), widened(b_hh), widened(w_hr), reverse, save_for_backward, kernels,
+      dtype == at::kBFloat16 ? w_hh.contiguous() : at::Tensor());
+  return {converted(output, dtype), converted(h_n, dtype),   converted(c_n, dtype),
+          converted(gates, dtype),  converted(cells, dtype), converted(hidden, dtype)};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>

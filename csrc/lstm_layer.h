@@ -56,6 +56,10 @@ struct LayerForwardParams {
   const scalar_t* bias;   // (4H) b_ih + b_hh, which the kernel adds to the gates (they never
                           // hold it), or nullptr: no bias
   const scalar_t* w_hh;   // (4H, R) contiguous
+  // (4H, R) contiguous: W_hh in bfloat16 where the layer is a bfloat16 one run in float32 (w_hh
+  // is then this widened), or nullptr. Read in its place where the kernel reads W_hh as stored
+  // (steps of a few rows, whose time goes into streaming W_hh): half the bytes, same values.
+  const c10::BFloat16* w_hh_bfloat16;
   const scalar_t* w_hr;   // (P, H) contiguous, or nullptr without projection
   const scalar_t* h0;     // (B, R)
   const scalar_t* c0;     // (B, H)
