@@ -221,10 +221,6 @@ GemmParams product(const at::Tensor& A, bool transpose_a, const at::Tensor& B,
   return params;
 }
 
-}  // namespace
-
-namespace {
-
 // lstm_layer_forward on checked arguments; w_hh_bfloat16: W_hh in bfloat16 when w_hh is that
 // widened (see LayerForwardParams::w_hh_bfloat16), else undefined.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
