@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import lstm_ext
 from layer_cases import LayerCase, sample_inputs
-from tolerances import assert_close_scaled, tolerance
+from tolerances import assert_close_scaled, assert_close_to_scale, tolerance
 
 
 def run_ext(case, grad_outputs):
@@ -254,9 +254,8 @@ def test_half_types_on_the_cpu_within_their_precision(dtype, proj_size):
               for index, (a, e) in enumerate(zip(grads, exact_grads))]
     for name, actual, expected, allowed in named:
         assert actual.dtype == dtype, name
-        scale = max(1.0, expected.abs().max().item())
-        torch.testing.assert_close(actual.double(), expected, rtol=allowed, atol=allowed * scale,
-                                   msg=lambda m: f"{name}: {m}")
+        assert_close_to_scale(actual.double(), expected, allowed, allowed,
+                              lambda m: f"{name}: {m}")
 
 
 def test_bfloat16_close_to_float64(device):

@@ -19,11 +19,16 @@ def tolerance(dtype, device):
     return TOLERANCES[dtype]
 
 
-def assert_close_scaled(actual, expected, dtype, computed_on, msg):
-    """assert_close with the tolerance of results computed on the device `computed_on` (they may
-    have been moved since), the absolute one scaled by the largest expected magnitude: the
-    rounding errors of sums over hundreds of terms grow with the values summed."""
-    allowed = tolerance(dtype, computed_on)
+def assert_close_to_scale(actual, expected, rtol, atol, msg):
+    """assert_close with the absolute tolerance scaled by the largest expected magnitude (from 1
+    up): the rounding errors of sums over hundreds of terms grow with the values summed."""
     scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
-    torch.testing.assert_close(actual, expected.to(actual.dtype), rtol=allowed["rtol"],
-                               atol=allowed["atol"] * scale, msg=msg)
+    torch.testing.assert_close(actual, expected.to(actual.dtype), rtol=rtol, atol=atol * scale,
+                               msg=msg)
+
+
+def assert_close_scaled(actual, expected, dtype, computed_on, msg):
+    """assert_close_to_scale with the tolerance of results computed on the device `computed_on`
+    (they may have been moved since)."""
+    allowed = tolerance(dtype, computed_on)
+    assert_close_to_scale(actual, expected, allowed["rtol"], allowed["atol"], msg)
