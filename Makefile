@@ -8,7 +8,7 @@ PRESET ?= quick
 export TORCH_CUDA_ARCH_LIST ?= 9.0
 export MAX_JOBS ?= 2
 
-SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cuda/*) $(wildcard lstm_ext/*.py)
+SOURCES := setup.py pyproject.toml $(wildcard csrc/*/*.h csrc/*/*.cpp csrc/cuda/*.cu) $(wildcard lstm_ext/*.py)
 
 .PHONY: setup bench test clean
 

@@ -68,7 +68,8 @@ def pip_cuda_include_dirs():
 
 
 def extension():
-    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
+    sources = sorted(glob.glob(os.path.join("csrc", "core", "*.cpp")))
+    sources += sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     cxx_flags = ["-O3", "-fopenmp", "-fdiagnostics-color=always"]
     link_flags = ["-fopenmp"]
     reason = cuda_build_reason()
@@ -77,6 +78,7 @@ def extension():
         return CppExtension(
             "lstm_ext._C",
             sources,
+            include_dirs=[os.path.join(ROOT, "csrc")],
             extra_compile_args={"cxx": cxx_flags},
             extra_link_args=link_flags,
         )

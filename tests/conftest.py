@@ -1,8 +1,11 @@
+import platform
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+import lstm_ext
 
 # The benchmark and example scripts are imported as packages of the source tree. The tree goes
 # last on the path, so that an installed lstm_ext (with its compiled extension) comes first.
@@ -30,3 +33,23 @@ def full_precision_float32():
     torch.backends.cuda.matmul.allow_tf32 = False
     yield
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+# Every ISA level of the CPU microkernels on this architecture, lowest first (lstm_ext/isa.py).
+CPU_ISAS = ("neon",) if platform.machine() in ("aarch64", "arm64") else ("default", "avx2",
+                                                                         "avx512")
+
+
+def _cpu_isa_param(name):
+    lacks = name not in lstm_ext.supported_cpu_isas()
+    return pytest.param(name, marks=pytest.mark.skipif(
+        lacks, reason=f"the processor lacks {name.upper()} (run on one that has it)"))
+
+
+@pytest.fixture(params=[_cpu_isa_param(name) for name in CPU_ISAS])
+def cpu_isa(request):
+    """Runs a test at each ISA level of the CPU microkernels that this processor supports."""
+    previous = lstm_ext.cpu_isa()
+    assert lstm_ext.select_cpu_isa(request.param) == request.param
+    yield request.param
+    lstm_ext.select_cpu_isa(previous)

@@ -1,4 +1,4 @@
-"""The CPU's float32 whole-layer kernels (csrc/lstm_cpu_layer.cpp, forward and backward) on the
+"""The CPU's float32 whole-layer kernels (csrc/cpu/layer_forward.cpp, layer_backward.cpp) on the
 shapes that pick their branches: steps of 1-4 rows (the register-tiled GEMMs, and the dot
 products over a large W_hh as stored) and more (brgemm), one thread and two (hidden units and
 projection columns split into work items that the threads claim, with ragged last items, and
@@ -14,6 +14,9 @@ from torch.nn.utils.rnn import pack_sequence
 import lstm_ext
 
 TOLERANCE = dict(rtol=2e-5, atol=2e-5)
+
+# Every test runs at each ISA level of the microkernels that the processor supports.
+pytestmark = pytest.mark.usefixtures("cpu_isa")
 
 
 @pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])

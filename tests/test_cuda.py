@@ -32,7 +32,7 @@ def test_cuda_kernels_call_the_shared_math_and_nothing_else():
     assert CUDA_SOURCES, "no .cu source in csrc/cuda"
     source = "\n".join(path.read_text() for path in CUDA_SOURCES)
     code = re.sub(r"//[^\n]*", "", source)  # comments may name anything
-    assert '#include "lstm_math.h"' in code
+    assert '#include "core/lstm_math.h"' in code
     for function in ("lstm_forward_element", "lstm_backward_element", "lstm_forward_vector",
                      "lstm_backward_vector"):
         assert re.search(rf"\b{function}\s*<", code), f"the CUDA kernels do not call {function}"

@@ -1,22 +1,28 @@
 // CUDA operator registration: the shared layer driver (lstm_layer.h) with the CUDA step kernels,
 // run on the tensors' device and its current stream.
+#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "core/lstm_layer.h"
 #include "cuda/lstm_step_kernels.h"
-#include "lstm_layer.h"
 
 namespace lstm_ext {
 namespace {
 
-const StepKernels kCudaStepKernels = {
-    cuda::launch_forward_step,  cuda::launch_forward_step,  cuda::launch_forward_step,
-    cuda::launch_forward_step,  cuda::launch_backward_step, cuda::launch_backward_step,
-    cuda::launch_backward_step, cuda::launch_backward_step,
+at::Tensor empty_cuda(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  return at::empty(sizes, options);
+}
+
+const Backend kCudaBackend = {
+    {cuda::launch_forward_step, cuda::launch_forward_step, cuda::launch_forward_step,
+     cuda::launch_forward_step, cuda::launch_backward_step, cuda::launch_backward_step,
+     cuda::launch_backward_step, cuda::launch_backward_step},
     // cuBLAS runs the recurrent GEMMs (through ATen), the step kernels only the pointwise pass.
-    /*layer_forward_float=*/nullptr, /*layer_backward_float=*/nullptr, /*gemm_float=*/nullptr,
+    /*float_layer=*/nullptr,
     // One input-projection GEMM for the whole layer: the GPU's caches are too small for chunks.
-    /*projection_chunk_rows=*/nullptr, /*projects_input_first=*/nullptr,
+    /*policy=*/nullptr,
+    empty_cuda,
 };
 
 // Makes the input's device current for the operator (its GEMMs, allocations and step kernels
@@ -26,7 +32,7 @@ struct InputDeviceGuard {
       : guard(input.is_cuda() ? std::optional<c10::Device>(input.device()) : std::nullopt) {}
   c10::cuda::OptionalCUDAGuard guard;
 };
-using CudaOperators = LayerOperators<kCudaStepKernels, InputDeviceGuard>;
+using CudaOperators = LayerOperators<kCudaBackend, InputDeviceGuard>;
 
 }  // namespace
 

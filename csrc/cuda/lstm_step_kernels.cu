@@ -14,7 +14,7 @@
 #include <limits>
 
 #include "cuda/lstm_step_kernels.h"
-#include "lstm_math.h"
+#include "core/lstm_math.h"
 
 namespace lstm_ext {
 namespace cuda {

@@ -6,7 +6,7 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
-#include "lstm_math.h"
+#include "core/lstm_math.h"
 
 namespace lstm_ext {
 namespace cuda {

@@ -14,7 +14,7 @@
 #include <random>
 #include <vector>
 
-#include "lstm_math.h"
+#include "core/lstm_math.h"
 
 namespace {
 

@@ -6,8 +6,8 @@
 // B = batch_sizes[0], I = input size, H = hidden size, R = P (projection size) when w_hr is given,
 // else H.
 //
-// The device-specific part is only the fused pointwise pass of a step, which the caller supplies
-// as `StepKernels` (the CPU loop in lstm_cpu.cpp, the CUDA kernels in cuda/).
+// A device supplies a `Backend`: at least the fused pointwise pass of a step (the CUDA kernels in
+// cuda/), and optionally whole float32 layers with the policy that plans them (the CPU, cpu/).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -17,7 +17,7 @@
 
 #include <tuple>
 
-#include "lstm_math.h"
+#include "core/lstm_math.h"
 
 namespace lstm_ext {
 
@@ -41,6 +41,52 @@ struct StepLayout {
   int64_t project_rows;
   int64_t project_gate_row;
 };
+
+// The pointwise pass of `step` over buffers laid out as `step` says: gates (., 4H), cells and
+// hidden (., H) from their first rows, c0 (B, H); bias (4H) or nullptr (see
+// ForwardStepParams::bias).
+template <typename scalar_t>
+ForwardStepParams<scalar_t> forward_step_params(const StepLayout& step, int64_t H,
+                                                scalar_t* gates, scalar_t* cells,
+                                                scalar_t* hidden, const scalar_t* c0,
+                                                const scalar_t* bias) {
+  ForwardStepParams<scalar_t> params;
+  params.gates = gates + step.gate_row * 4 * H;
+  params.prev_cell = cells + step.prev_cell_row * H;
+  params.initial_cell = c0;
+  params.cell = cells + step.cell_row * H;
+  params.hidden = hidden + step.hidden_row * H;
+  params.rows = step.rows;
+  params.hidden_size = H;
+  params.hidden_stride = H;
+  params.carried_rows = step.carried_rows;
+  params.bias = bias;
+  return params;
+}
+
+// The backward pass of `step` over the saved gates (N, 4H) and cells (N, H), c0 (B, H), writing
+// grad_gates (N, 4H) and updating grad_cell (B, H). dL/dh_t of the step's rows is grad_hidden
+// (row stride grad_hidden_stride) plus grad_hidden_recurrent (B, H) when that is not nullptr.
+template <typename scalar_t>
+BackwardStepParams<scalar_t> backward_step_params(
+    const StepLayout& step, int64_t H, const scalar_t* gates, const scalar_t* cells,
+    const scalar_t* c0, const scalar_t* grad_hidden, int64_t grad_hidden_stride,
+    const scalar_t* grad_hidden_recurrent, scalar_t* grad_cell, scalar_t* grad_gates) {
+  BackwardStepParams<scalar_t> params;
+  params.gates = gates + step.gate_row * 4 * H;
+  params.cell = cells + step.cell_row * H;
+  params.prev_cell = cells + step.prev_cell_row * H;
+  params.initial_cell = c0;
+  params.grad_hidden = grad_hidden;
+  params.grad_hidden_recurrent = grad_hidden_recurrent;
+  params.grad_cell = grad_cell;
+  params.grad_gates = grad_gates + step.gate_row * 4 * H;
+  params.rows = step.rows;
+  params.hidden_size = H;
+  params.grad_hidden_stride = grad_hidden_stride;
+  params.carried_rows = step.carried_rows;
+  return params;
+}
 
 // A whole forward layer, for backends that run its step loop in one parallel region. Buffers
 // are indexed by the rows of `steps`; R = P with w_hr, else H. The kernel writes the transposed
@@ -125,10 +171,7 @@ struct GemmParams {
 // A backend's float32 GEMM (C = A B, or C = A^T B with its second product and column sums).
 using GemmFloat = void (*)(const GemmParams&);
 
-// One fused pointwise pass of a step, per storage type. The float32 hooks are optional: when
-// set, `layer_forward_float` and `layer_backward_float` run the step loops of a whole layer
-// (the CPU path, where raw GEMM kernels in one parallel region beat per-step ATen calls at
-// every batch size). When null, the driver runs the GEMMs through ATen.
+// One fused pointwise pass of a step, per storage type: all a device must supply.
 struct StepKernels {
   void (*forward_float)(const ForwardStepParams<float>&);
   void (*forward_double)(const ForwardStepParams<double>&);
@@ -138,25 +181,45 @@ struct StepKernels {
   void (*backward_double)(const BackwardStepParams<double>&);
   void (*backward_half)(const BackwardStepParams<c10::Half>&);
   void (*backward_bfloat16)(const BackwardStepParams<c10::BFloat16>&);
-  // A whole float32 forward layer (the input projections of the chunks that `steps` name, every
-  // step, the output projection); the driver only allocates and lays out its buffers.
-  void (*layer_forward_float)(const LayerForwardParams<float>&);
-  void (*layer_backward_float)(const LayerBackwardParams<float>&);
-  // The backward's float32 GEMMs over all rows after the step loop (input, weight and bias
-  // gradients): returns the backend's GEMM for products of about `multiply_adds` in all, or null
-  // for ATen's mm. Asked per call (the CPU's choice depends on the size, the processor and an
-  // environment variable); a null hook means ATen's.
+};
+
+// A backend's whole float32 layers: the step loops of a layer in one parallel region (the CPU
+// path, where raw GEMM kernels in one region beat per-step ATen calls at every batch size).
+struct FloatLayerKernels {
+  // A whole forward layer (the input projections of the chunks that `steps` name, every step,
+  // the output projection); the driver only allocates and lays out its buffers.
+  void (*forward)(const LayerForwardParams<float>&);
+  void (*backward)(const LayerBackwardParams<float>&);
+};
+
+// How the driver plans a layer for a backend; each hook is asked per call (the answers depend on
+// the sizes, the processor and the environment).
+struct LayerPolicy {
+  // The GEMM of the backward's gradients after its step loop (input, weights, bias) for products
+  // of about `multiply_adds` in all: the backend's, or null for ATen's mm.
   GemmFloat (*gemm_float)(int64_t multiply_adds);
-  // Rows of gates per input-projection GEMM for a layer of these sizes and element size, or
-  // null for one GEMM over the whole layer. A chunk that fits the caches is read back from them
-  // by its steps.
+  // Rows of gates per input-projection chunk for a layer of these sizes and element size: a
+  // chunk that fits the caches is read back from them by its steps.
   int64_t (*projection_chunk_rows)(int64_t input_size, int64_t hidden_size, int64_t element_size);
-  // Whether the driver runs the input projection of a float32 layer (without the biases, which
-  // the kernel adds) through ATen, one GEMM over all N rows, before layer_forward_float,
-  // instead of the kernel chunk by chunk. Asked with N, the largest step's rows, I, H and
-  // whether the gates are saved for backward (all N rows are kept then anyway); null: never.
+  // Whether the driver runs a float32 layer's input projection (without the biases, which the
+  // layer kernel adds) through ATen, one GEMM over all N rows, before the layer kernel, instead
+  // of the kernel chunk by chunk. Asked with N, the largest step's rows, I, H and whether the gates are saved for
+  // backward (all N rows are kept then anyway).
   bool (*projects_input_first)(int64_t rows, int64_t max_step_rows, int64_t input_size,
                                int64_t hidden_size, bool save_for_backward);
+};
+
+// What the driver runs a layer with on one device.
+struct Backend {
+  StepKernels steps;
+  // Null: the driver runs float32 layers step by step, its GEMMs through ATen, the input
+  // projection as one GEMM over the whole layer.
+  const FloatLayerKernels* float_layer;
+  // Null: ATen's GEMMs after the backward loop, one input-projection GEMM per layer, and float32
+  // layers never projected first.
+  const LayerPolicy* policy;
+  // An uninitialised tensor for the operators' outputs and scratch (at::empty, or a cache).
+  at::Tensor (*empty)(at::IntArrayRef sizes, const at::TensorOptions& options);
 };
 
 // Returns (output (N, R), h_n (B, R), c_n (B, H), gates (N, 4H), cells (N, H), hidden (N, H)).
@@ -172,7 +235,7 @@ lstm_layer_forward(const at::Tensor& input,        // (N, I)
                    const std::optional<at::Tensor>& b_ih,  // (4H)
                    const std::optional<at::Tensor>& b_hh,  // (4H)
                    const std::optional<at::Tensor>& w_hr,  // (P, H)
-                   bool reverse, bool save_for_backward, const StepKernels& kernels);
+                   bool reverse, bool save_for_backward, const Backend& backend);
 
 // Returns (grad_input (N, I), grad_h0 (B, R), grad_c0 (B, H), grad_w_ih (4H, I),
 // grad_w_hh (4H, R), grad_bias (4H), grad_w_hr (P, H) or empty (0,)). grad_bias is the gradient
@@ -194,12 +257,12 @@ lstm_layer_backward(const at::Tensor& grad_output,  // (N, R)
                     const at::Tensor& cells,        // (N, H)
                     const at::Tensor& hidden,       // (N, H) with w_hr, else empty
                     bool reverse, bool grad_input_mask, bool grad_weights_mask,
-                    const StepKernels& kernels);
+                    const Backend& backend);
 
 // The operators' implementations for one dispatch key, in the signatures of their schemas
 // (ops.cpp): the driver above with that device's step kernels, run under a DeviceGuard built
 // from the input (which makes the input's device current, where the device needs that).
-template <const StepKernels& kKernels, typename DeviceGuard>
+template <const Backend& kBackend, typename DeviceGuard>
 struct LayerOperators {
   static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
   forward(const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0,
@@ -208,7 +271,7 @@ struct LayerOperators {
           const std::optional<at::Tensor>& w_hr, bool reverse, bool save_for_backward) {
     const DeviceGuard device_guard(input);
     return lstm_layer_forward(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
-                              save_for_backward, kKernels);
+                              save_for_backward, kBackend);
   }
 
   static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
@@ -222,7 +285,7 @@ struct LayerOperators {
     const DeviceGuard device_guard(input);
     return lstm_layer_backward(grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, c0, w_ih,
                                w_hh, w_hr, output, gates, cells, hidden, reverse, grad_input_mask,
-                               grad_weights_mask, kKernels);
+                               grad_weights_mask, kBackend);
   }
 };
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 namespace lstm_ext {
+namespace cpu {
 
 // An uninitialised tensor, as at::empty. On the CPU, from 4 MB on, its memory is a block that an
 // earlier such tensor gave back when it was freed, if the process-wide cache keeps one of about
@@ -17,4 +18,5 @@ at::Tensor empty_buffer(at::IntArrayRef sizes, const at::TensorOptions& options)
 // The most bytes the CPU cache of empty_buffer keeps while no tensor uses them.
 constexpr int64_t kMaxCachedBufferBytes = int64_t(1) << 30;
 
+}  // namespace cpu
 }  // namespace lstm_ext

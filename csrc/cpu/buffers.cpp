@@ -1,4 +1,4 @@
-#include "lstm_buffers.h"
+#include "cpu/buffers.h"
 
 #include <ATen/EmptyTensor.h>
 #include <ATen/ops/empty.h>
@@ -15,6 +15,7 @@
 #endif
 
 namespace lstm_ext {
+namespace cpu {
 namespace {
 
 constexpr int64_t kHugePage = int64_t(2) << 20;
@@ -113,10 +114,10 @@ class CachingCpuAllocator final : public c10::Allocator {
 }  // namespace
 
 at::Tensor empty_buffer(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  if (options.device().type() != at::kCPU) return at::empty(sizes, options);
   static CachingCpuAllocator allocator;
   return at::detail::empty_generic(sizes, &allocator, c10::DispatchKeySet(c10::DispatchKey::CPU),
                                    c10::typeMetaToScalarType(options.dtype()), std::nullopt);
 }
 
+}  // namespace cpu
 }  // namespace lstm_ext

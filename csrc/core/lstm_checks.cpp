@@ -1,4 +1,4 @@
-#include "lstm_checks.h"
+#include "core/lstm_checks.h"
 
 #include <c10/util/Exception.h>
 

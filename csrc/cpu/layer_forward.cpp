@@ -1,0 +1,195 @@
+// The float32 forward layer on the CPU: the step loop in one parallel region.
+//
+// The work of a step is split into items of hidden units (in a step of many rows, of a band of
+// its rows; see RowBands) and, with the projection, items of its output columns, which the
+// threads claim (see StepItems). An item of hidden units projects the input into the four gate
+// columns of its units (a chunk of steps at a time), adds h_{t-1} W_hh^T into them and applies
+// the cell; an item of output columns multiplies the step's hidden units by its columns of
+// W_hr^T. Only a GEMM that reads a whole row of the phase before needs the other items' columns,
+// hence one barrier per step (two with the projection). A barrier between threads that stay in
+// the region costs far less than starting a parallel region per step.
+#include "cpu/layer_kernels.h"
+
+#if LSTM_EXT_HAS_CPU_LAYER_KERNELS
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/step_layout.h"
+#include "cpu/isa.h"
+#include "cpu/panels.h"
+#include "cpu/policy.h"
+#include "cpu/work_sharing.h"
+
+namespace lstm_ext {
+namespace cpu {
+namespace {
+
+// One thread of a forward layer.
+class ForwardThread {
+ public:
+  // Reads the params through a copy on this thread's own stack: the caller's struct lies on the
+  // main thread's stack, and its fields, reloaded between stores to the buffers, stall whenever
+  // it shares its offset within 4 KB with them (4K aliasing).
+  ForwardThread(const LayerForwardParams<float>& params, int64_t thread, bool w_hh_as_stored,
+                Team& team)
+      : p_(params),
+        thread_(thread),
+        w_hh_as_stored_(w_hh_as_stored),
+        projection_row_tile_(projection_row_tile(params.input_size, params.hidden_size)),
+        forward_cell_(microkernels().forward_cell),
+        team_(team) {}
+
+  void run() {
+    pack_panels();
+    team_.barrier.wait();
+    for (int64_t k = 0; k < p_.num_steps; ++k) {
+      const StepLayout& step = p_.steps[k];
+      if (step.rows == 0 && step.project_rows == 0) continue;
+      const uint64_t round = static_cast<uint64_t>(k) + 1;
+      team_.unit_work.run(thread_, round, [&](int64_t item) { unit_item(k, item); });
+      if (p_.w_hr != nullptr) {
+        // The projection reads every hidden unit of the step.
+        team_.barrier.wait();
+        team_.state_work.run(thread_, round, [&](int64_t item) { projection_item(step, item); });
+      }
+      // The next step's recurrent GEMM reads every column of this step's output.
+      team_.barrier.wait();
+    }
+  }
+
+ private:
+  // Each thread packs the panels of its home items (of their first bands); any thread may read
+  // them after the barrier that follows.
+  void pack_panels() {
+    const int64_t H = p_.hidden_size;
+    const RowBands bands = team_.bands;
+    team_.unit_work.for_home_items(thread_, [&](int64_t item) {
+      if (item % bands.count != 0) return;
+      const IndexRange units = team_.unit_items[item / bands.count];
+      if (p_.w_ih != nullptr) {
+        pack_gate_panels(p_.w_ih, H, units, gate_panels(p_.w_ih_t, p_.input_size, units));
+      }
+      if (!w_hh_as_stored_) {
+        pack_gate_panels(p_.w_hh, H, units, gate_panels(p_.w_hh_t, p_.recurrent_size, units));
+      }
+    });
+    if (p_.w_hr == nullptr) return;
+    // The projection's columns: W_hr's rows transposed into (H, columns) panels.
+    team_.state_work.for_home_items(thread_, [&](int64_t item) {
+      const IndexRange columns = team_.state_items[item];
+      pack_transposed(p_.w_hr + columns.begin * H, column_panel(p_.w_hr_t, H, columns));
+    });
+  }
+
+  // gates (rows, 4H) += h (rows, R) W_hh^T for the units `units`.
+  void add_recurrent(int64_t rows, const float* h, float* gates, IndexRange units) const {
+    const int64_t H = p_.hidden_size;
+    const int64_t R = p_.recurrent_size;
+    if (rows <= 0) return;
+    if (w_hh_as_stored_ && p_.w_hh_bfloat16 != nullptr) {
+      add_to_gates_as_stored(rows, h, R, p_.w_hh_bfloat16, H, gates, units);
+    } else if (w_hh_as_stored_) {
+      add_to_gates_as_stored(rows, h, R, p_.w_hh, H, gates, units);
+    } else {
+      add_to_gates(rows, h, R, gate_panels(p_.w_hh_t, R, units), H, gates, units,
+                   /*add_C=*/true);
+    }
+  }
+
+  // The input projection of the chunk that step k starts, written over the gates without the
+  // bias (the cell adds it: initialising the tiles to the bias costs a copy per row and the GEMM
+  // a read of C), for the band `band` of each of its steps: the rows that this band's items read.
+  void project_chunk(int64_t k, int64_t band, IndexRange units) const {
+    const int64_t I = p_.input_size;
+    const StepLayout& first = p_.steps[k];
+    const BlockedPanel w_ih = gate_panels(p_.w_ih_t, I, units);
+    for (int64_t s = k, done = 0; done < first.project_rows; done += p_.steps[s].rows, ++s) {
+      const IndexRange band_rows = team_.bands(band, p_.steps[s].rows);
+      // The chunk's rows are those of its steps, one after the other.
+      const int64_t chunk_row = p_.steps[s].row - first.project_row + band_rows.begin;
+      for (int64_t row = 0; row < band_rows.size(); row += projection_row_tile_) {
+        const int64_t rows = std::min(projection_row_tile_, band_rows.size() - row);
+        add_to_gates(rows, p_.input + (first.project_row + chunk_row + row) * I, I, w_ih,
+                     p_.hidden_size,
+                     p_.gates + (first.project_gate_row + chunk_row + row) * 4 * p_.hidden_size,
+                     units, /*add_C=*/false);
+      }
+    }
+  }
+
+  // An item of hidden units of step k: its chunk's projection, the recurrent GEMM and the cell
+  // over its band of rows (those carried from the step before, then those starting here).
+  void unit_item(int64_t k, int64_t item) const {
+    const StepLayout& step = p_.steps[k];
+    const int64_t H = p_.hidden_size;
+    const int64_t R = p_.recurrent_size;
+    const IndexRange units = team_.unit_items[item / team_.bands.count];
+    const int64_t band = item % team_.bands.count;
+    if (step.project_rows > 0) project_chunk(k, band, units);
+    const ForwardStepParams<float> cell =
+        forward_step_params(step, H, p_.gates, p_.cells, p_.hidden, p_.c0, p_.bias);
+    const IndexRange rows = team_.bands(band, step.rows);
+    const int64_t carried_end = std::min(rows.end, step.carried_rows);
+    const int64_t starting_begin = std::max(rows.begin, step.carried_rows);
+    add_recurrent(carried_end - rows.begin, p_.output + (step.prev_row + rows.begin) * R,
+                  cell.gates + rows.begin * 4 * H, units);
+    add_recurrent(rows.end - starting_begin, p_.h0 + starting_begin * R,
+                  cell.gates + starting_begin * 4 * H, units);
+    forward_cell_(cell, rows.begin, rows.end, units.begin, units.end);
+    for (int64_t row = std::max(rows.begin, step.finished_from); row < rows.end; ++row) {
+      std::memcpy(p_.c_n + row * H + units.begin, cell.cell + row * H + units.begin,
+                  units.size() * sizeof(float));
+      if (p_.w_hr == nullptr) {
+        std::memcpy(p_.h_n + row * R + units.begin, cell.hidden + row * H + units.begin,
+                    units.size() * sizeof(float));
+      }
+    }
+  }
+
+  // An item of output columns: the step's hidden units times its columns of W_hr^T.
+  void projection_item(const StepLayout& step, int64_t item) const {
+    const int64_t H = p_.hidden_size;
+    const int64_t R = p_.recurrent_size;
+    const IndexRange columns = team_.state_items[item];
+    float* output = p_.output + step.row * R + columns.begin;
+    multiply_columns(step.rows, p_.hidden + step.hidden_row * H, H,
+                     column_panel(p_.w_hr_t, H, columns), output, R);
+    for (int64_t row = step.finished_from; row < step.rows; ++row) {
+      std::memcpy(p_.h_n + row * R + columns.begin, output + row * R,
+                  columns.size() * sizeof(float));
+    }
+  }
+
+  const LayerForwardParams<float> p_;
+  const int64_t thread_;
+  const bool w_hh_as_stored_;
+  const int64_t projection_row_tile_;
+  decltype(Microkernels::forward_cell) const forward_cell_;
+  Team& team_;
+};
+
+}  // namespace
+
+// The team may be smaller than asked (inside another parallel region it is one thread): the
+// columns are split over the threads that actually run.
+void layer_forward_float(const LayerForwardParams<float>& p) {
+  const int64_t H = p.hidden_size;
+  const int64_t R = p.recurrent_size;
+  const int64_t max_rows = max_step_rows(p.steps, p.num_steps);
+  Team team;
+#pragma omp parallel num_threads(static_cast<int>(layer_threads(max_rows, H, R)))
+  {
+    const bool w_hh_as_stored = reads_w_hh_as_stored(max_rows, H, R, omp_get_num_threads());
+#pragma omp single
+    team.set_up(omp_get_num_threads(), H, R, row_bands(max_rows));
+    ForwardThread(p, omp_get_thread_num(), w_hh_as_stored, team).run();
+    at::native::cpublas::brgemm_release(/*is_vnni=*/false);
+  }
+}
+
+}  // namespace cpu
+}  // namespace lstm_ext
+
+#endif

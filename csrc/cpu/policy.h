@@ -1,0 +1,40 @@
+// The CPU's tuning rules in one place: how a layer is split over threads, which GEMM each part
+// runs, how the input projection is chunked. Each rule derives from what the processor reports
+// (its cache sizes, its vendor, the ISA level in use) and the thread count; the measurements
+// behind them are in docs/performance.md.
+#pragma once
+
+#include <cstdint>
+
+#include "core/lstm_layer.h"
+
+namespace lstm_ext {
+namespace cpu {
+
+// Threads for a layer whose largest step has `max_rows` rows, H hidden units and R recurrent
+// columns: one where a step is too small to repay a barrier, else at most one per 64-byte line
+// of hidden units.
+int64_t layer_threads(int64_t max_rows, int64_t H, int64_t R);
+
+// Whether a layer of steps of at most `max_rows` rows reads W_hh (4H, R) as stored, through dot
+// products, instead of transposing it into panels first: where few rows read it, that
+// transpose, once per call, costs more than the dot products' lane sums.
+bool reads_w_hh_as_stored(int64_t max_rows, int64_t H, int64_t R, int64_t threads);
+
+// Whether each thread's panels of W_ih are too large for its L2 to keep from one step to the
+// next: the input projection then runs on chunks of several steps and tiles of more rows, so
+// that the panels are read once per chunk rather than once per step.
+bool streams_input_weights(int64_t input_size, int64_t hidden_size);
+
+// Rows per brgemm call of the kernel's input projection.
+int64_t projection_row_tile(int64_t input_size, int64_t hidden_size);
+
+// Floats of B per brgemm call: half of a core's L2, so that B's block stays there while the
+// rows of A stream past it.
+int64_t brgemm_block_floats();
+
+// The driver's hooks (lstm_layer.h's LayerPolicy) for the CPU.
+extern const LayerPolicy kCpuLayerPolicy;
+
+}  // namespace cpu
+}  // namespace lstm_ext
