@@ -194,6 +194,7 @@ void gemm_block(int64_t rows, int64_t cols, int64_t K, int64_t lda, int64_t ldb,
 int64_t gemm_block_columns(int64_t K) { return gemm_blocking(K).columns; }
 
 void parallel_gemm(const GemmParams& params) {
+  microkernels();  // chosen here, where an error can still reach the caller
   const int64_t columns = params.N + params.N2;
   if (params.M == 0 || columns == 0) return;
   const bool split_rows = params.M >= columns;

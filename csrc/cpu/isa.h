@@ -10,7 +10,8 @@
 namespace lstm_ext {
 namespace cpu {
 
-// The microkernels in use.
+// The microkernels in use. The first call reads LSTM_EXT_CPU_ISA and throws on an unknown
+// level: make it outside parallel regions, where the error can reach the caller.
 const Microkernels& microkernels();
 
 // The names of the levels this processor runs, lowest first: "default" (x86-64's SSE2) or

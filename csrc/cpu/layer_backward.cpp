@@ -135,6 +135,7 @@ class BackwardThread {
 }  // namespace
 
 void layer_backward_float(const LayerBackwardParams<float>& p) {
+  microkernels();  // chosen here, where an error can still reach the caller
   const int64_t H = p.hidden_size;
   const int64_t R = p.recurrent_size;
   const int64_t threads = layer_threads(max_step_rows(p.steps, p.num_steps), H, R);

@@ -175,6 +175,8 @@ class ForwardThread {
 // The team may be smaller than asked (inside another parallel region it is one thread): the
 // columns are split over the threads that actually run.
 void layer_forward_float(const LayerForwardParams<float>& p) {
+  microkernels();  // chosen here, where an error can still reach the caller
+
   const int64_t H = p.hidden_size;
   const int64_t R = p.recurrent_size;
   const int64_t max_rows = max_step_rows(p.steps, p.num_steps);
