@@ -91,8 +91,8 @@ PRESETS: dict[str, Preset] = {
         (LstmSize(64, 100, 512, 1024, 256),),
         min_run_time=1.0, compile_reference=True),
     "small-batch": Preset(
-        "latency at B=1..8: T=100, I=H=512",
-        tuple(LstmSize(b, 100, 512, 512) for b in (1, 2, 4, 8)),
+        "latency at small batches: B in 1, 2, 4, 8; T=100; I=H in 256, 512, 1024",
+        _grid((1, 2, 4, 8), (100,), (256, 512, 1024), (0,)),
         min_run_time=0.5, compile_reference=True),
     "packed": Preset(
         "variable lengths (T/4..T): PackedSequence against padding, without and with projection",

@@ -20,7 +20,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import lstm_ext
-from benchmarks.bench_lstm import DTYPES, time_callable
+from benchmarks import timing
+from benchmarks.bench_lstm import DTYPES
 
 DEFAULT_SIZES = "64,100,512,512,0;1,100,512,512,0;64,100,512,1024,256"  # B,T,I,H,P
 
@@ -37,7 +38,7 @@ def graph_replay_ms(fn, min_run_time=0.2) -> float:
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         fn()
-    return time_callable(graph.replay, min_run_time, torch.get_num_threads()).median * 1e3
+    return timing.blocked(graph.replay, min_run_time, torch.get_num_threads()).median_s * 1e3
 
 
 def device_profile(fn) -> dict:

@@ -1,4 +1,4 @@
-"""The benchmark's outputs: the environment it ran in, the terminal table, the JSON and the plot."""
+"""The benchmark's outputs: the environment it ran in, the terminal table and the JSON."""
 
 import json
 import os
@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 import lstm_ext
+from benchmarks import isa_cap
 
 
 def cpu_name() -> str:
@@ -20,9 +21,10 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: torch.device, dtype: torch.dtype, threads: int,
+def environment(device: torch.device, dtype: torch.dtype, threads: int, isa: str,
                 load_average: float | None) -> dict:
-    """load_average: the 1-minute load average before the run (None where the OS has none)."""
+    """isa: the --isa the run asked for; load_average: the 1-minute load average before the run
+    (None where the OS has none)."""
     env = {
         "torch": torch.__version__,
         "lstm_ext": lstm_ext.__version__,
@@ -35,6 +37,12 @@ def environment(device: torch.device, dtype: torch.dtype, threads: int,
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "mkldnn": torch.backends.mkldnn.is_available(),
+        # The level each library ran at, and the caps in the environment (isa_cap.py).
+        "isa": isa,
+        "lstm_ext_cpu_isa": lstm_ext.cpu_isa(),
+        "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "isa_caps": {name: os.environ.get(name) for name in isa_cap.CAP_VARIABLES},
+        "torchinductor_cache_dir": os.environ.get(isa_cap.INDUCTOR_CACHE_VARIABLE),
         # Timings on a CPU that other processes keep busy are noisy (see benchmarks/README.md).
         "load_average_1min_at_start": load_average,
     }
@@ -100,37 +108,3 @@ def table(results: list[dict], gemms: dict[str, dict]) -> str:
 
 def write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(payload, indent=2) + "\n")
-
-
-def plot(path: Path, results: list[dict], title: str) -> None:
-    """Speed-up of lstm_ext over every other implementation, per size (ordered by FLOPs), one
-    panel for inference and one for training."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    timed = [r for r in results if r["status"] == "ok" and r["lstm_ext_speedup"] is not None]
-    sizes = sorted({(r["forward_gflop"], r["size"]) for r in results})
-    position = {label: i for i, (_, label) in enumerate(sizes)}
-    modes = ("forward", "forward+backward")
-    figure, axes = plt.subplots(1, len(modes), figsize=(max(8, 1.2 * len(sizes) + 4), 5),
-                                sharey=True, squeeze=False)
-    for axis, mode in zip(axes[0], modes):
-        for name in dict.fromkeys(r["implementation"] for r in timed):
-            points = sorted((position[r["size"]], r["lstm_ext_speedup"]) for r in timed
-                            if r["mode"] == mode and r["implementation"] == name)
-            if points:
-                axis.plot(*zip(*points), marker="o", label=f"vs {name}")
-        axis.axhline(1.0, color="gray", linewidth=0.8, linestyle="--")
-        axis.set_yscale("log")
-        axis.set_title(mode)
-        axis.set_xticks(range(len(sizes)), [label for _, label in sizes], rotation=30,
-                        ha="right", fontsize=8)
-        axis.set_xlabel("size (ordered by FLOPs)")
-        axis.grid(True, which="both", alpha=0.3)
-        axis.legend(fontsize=8)
-    axes[0][0].set_ylabel("speed-up of lstm_ext (> 1: lstm_ext faster)")
-    figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)

@@ -1,18 +1,24 @@
 """benchmarks/bench_lstm.py: argument parsing, a tiny run's JSON and PNG, refusal of a wrong
-lstm_ext, and the script entry point."""
+lstm_ext, the script entry point, ISA caps, alternated timing, the summary and the plot."""
 
 import json
+import math
+import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 import lstm_ext
+from benchmarks import isa_cap, timing
 from benchmarks.bench_lstm import DEFAULT_OUT, main, parse_args
 from benchmarks.configs import PRESETS, LstmSize
 from benchmarks.implementations import Candidate
+from benchmarks.plot import is_grid, plot
+from benchmarks.summary import summarize, summary_table
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--batch", "3", "--steps", "4", "--input-size", "5", "--hidden-size", "6",
@@ -31,7 +37,8 @@ def test_each_preset_parses_to_its_sizes(preset):
 def test_preset_sizes_are_those_the_issue_names():
     assert PRESETS["fastrnns"].sizes == (LstmSize(64, 100, 512, 512),)
     assert PRESETS["proj"].sizes == (LstmSize(64, 100, 512, 1024, 256),)
-    assert [size.batch for size in PRESETS["small-batch"].sizes] == [1, 2, 4, 8]
+    assert PRESETS["small-batch"].sizes == tuple(
+        LstmSize(b, 100, h, h) for h in (256, 512, 1024) for b in (1, 2, 4, 8))
     assert all(size.packed for size in PRESETS["packed"].sizes)
     full = PRESETS["full"].sizes
     assert {size.proj_size > 0 for size in full} == {False, True}
@@ -41,9 +48,18 @@ def test_preset_sizes_are_those_the_issue_names():
 
 def test_options_parse():
     args = parse_args(["--device", "cpu", "--dtype", "bfloat16", "--out", "/tmp/x",
-                       "--threads", "3", "--min-run-time", "0.5", "--no-plot", "--tf32"])
+                       "--threads", "3", "--min-run-time", "0.5", "--no-plot", "--tf32",
+                       "--timing", "blocked"])
     assert (args.device, args.dtype, args.out, args.threads, args.min_run_time, args.no_plot,
-            args.tf32) == ("cpu", "bfloat16", Path("/tmp/x"), 3, 0.5, True, True)
+            args.tf32, args.timing) == ("cpu", "bfloat16", Path("/tmp/x"), 3, 0.5, True, True,
+                                        "blocked")
+    assert (args.isa, parse_args([]).timing) == ("native", None)
+
+
+@pytest.mark.parametrize("isa", ["avx2", "avx512", "default"])
+def test_an_isa_cap_implies_the_cpu(isa):
+    args = parse_args(["--isa", isa])
+    assert (args.isa, args.device) == (isa, "cpu")
 
 
 def test_size_arguments_make_a_custom_grid():
@@ -58,7 +74,9 @@ def test_size_arguments_make_a_custom_grid():
 @pytest.mark.parametrize("argv", [["--dtype", "int8"], ["--device", "tpu"], ["--threads", "0"],
                                   ["--min-run-time", "-1"], ["--batch", "2,x"],
                                   ["--hidden-size", "8", "--proj-size", "8"],
-                                  ["--preset", "huge"], ["--steps", "0"]])
+                                  ["--preset", "huge"], ["--steps", "0"], ["--isa", "sse"],
+                                  ["--isa", "avx2", "--device", "cuda"],
+                                  ["--timing", "fast"]])
 def test_bad_arguments_exit_with_usage_error(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_args(argv)
@@ -112,15 +130,34 @@ def test_tiny_run_writes_table_json_and_plot(tmp_path, capsys):
         expected = None if result is base else result["median_s"] / base["median_s"]
         assert result["lstm_ext_speedup"] == pytest.approx(expected)
     assert (tmp_path / "custom-cpu-float32.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for text in ("lstm_ext speed-up", "% of GEMM", "B=3 T=4 I=5 H=6 P=2", "torch.nn.LSTM"):
+    assert payload["summary"] == summarize(results)
+    for text in ("lstm_ext speed-up", "% of GEMM", "B=3 T=4 I=5 H=6 P=2", "torch.nn.LSTM",
+                 f"isa {lstm_ext.cpu_isa()} (native)", "timing: alternate",
+                 summary_table(payload["summary"])):
         assert text in captured.out
 
 
+def test_implementations_alternate_over_the_same_rounds(tmp_path, capsys):
+    status, _ = _run([*TINY, "--no-plot"], tmp_path, capsys)
+    assert status == 0
+    payload = json.loads((tmp_path / "custom-cpu-float32.json").read_text())
+    assert payload["timing"] == "alternate"
+    for mode in ("forward", "forward+backward"):
+        timed = [r for r in payload["results"] if r["mode"] == mode and r["status"] == "ok"]
+        assert [r["implementation"] for r in timed] == IMPLEMENTATIONS[:3]
+        assert len({r["runs"] for r in timed}) == 1 and timed[0]["runs"] >= timing.MIN_ROUNDS
+        assert all(r["calls_per_run"] == 1 and r["iqr_s"] >= 0 for r in timed)
+
+
 def test_packed_run_times_packed_and_padded(tmp_path, capsys):
-    status, _ = _run([*TINY, "--packed", "--proj-size", "2", "--no-plot", "--dtype", "float64"],
-                     tmp_path, capsys)
+    status, _ = _run([*TINY, "--packed", "--proj-size", "2", "--no-plot", "--dtype", "float64",
+                      "--timing", "blocked"], tmp_path, capsys)
     assert status == 0
     payload = json.loads((tmp_path / "custom-cpu-float64.json").read_text())
+    assert payload["timing"] == "blocked"
+    assert [(entry["mode"], entry["against"]) for entry in payload["summary"]] == [
+        (mode, f"torch.nn.LSTM {layout}") for mode in ("forward", "forward+backward")
+        for layout in ("packed", "padded")]
     assert {r["implementation"] for r in payload["results"] if r["status"] == "ok"} == {
         "lstm_ext packed", "torch.nn.LSTM packed", "lstm_ext padded", "torch.nn.LSTM padded"}
     assert not (tmp_path / "custom-cpu-float64.png").exists()
@@ -187,3 +224,112 @@ def test_gpu_profile_says_what_it_needs_without_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="needs an NVIDIA GPU"):
         gpu_profile.main(["--sizes", "1,2,3,4,0"])
+
+
+def test_a_cap_sets_every_library_and_its_own_inductor_cache():
+    shell = {"PATH": "/bin", "LSTM_EXT_CPU_ISA": "avx512", "TORCHINDUCTOR_CACHE_DIR": "/cache"}
+    assert isa_cap.capped_environment("avx2", shell) == {
+        "PATH": "/bin", "LSTM_EXT_CPU_ISA": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+        "TORCHINDUCTOR_CACHE_DIR": str(isa_cap.inductor_cache_dir("avx2"))}
+    # native lifts every cap (a lone one would cap lstm_ext and not nn.LSTM) and keeps the cache.
+    assert isa_cap.capped_environment("native", shell) == {
+        "PATH": "/bin", "TORCHINDUCTOR_CACHE_DIR": "/cache"}
+    assert len({isa_cap.inductor_cache_dir(isa) for isa in isa_cap.CAPS}) == len(isa_cap.CAPS)
+
+
+@pytest.mark.skipif("default" not in lstm_ext.supported_cpu_isas(), reason="x86 levels only")
+def test_an_isa_cap_runs_in_a_fresh_process(tmp_path, capfd):
+    status = main([*TINY, "--isa", "default", "--no-plot", "--out", str(tmp_path)])
+    assert status == 0
+    environment = json.loads((tmp_path / "custom-cpu-float32.json").read_text())["environment"]
+    assert (environment["isa"], environment["lstm_ext_cpu_isa"],
+            environment["aten_cpu_capability"]) == ("default", "default", "DEFAULT")
+    assert environment["isa_caps"] == isa_cap.CAPS["default"]
+    assert environment["torchinductor_cache_dir"] == str(isa_cap.inductor_cache_dir("default"))
+    assert "isa default (capped)" in capfd.readouterr().out
+
+
+def test_an_isa_the_processor_lacks_is_refused(monkeypatch):
+    monkeypatch.setattr(isa_cap.lstm_ext, "supported_cpu_isas", lambda: ["default", "avx2"])
+    with pytest.raises(SystemExit, match="this processor lacks AVX512 "):
+        main([*TINY, "--isa", "avx512"])
+
+
+@pytest.mark.skipif(lstm_ext.cpu_isa() in ("default", "neon"), reason="needs an x86 SIMD level")
+def test_caps_set_after_the_libraries_loaded_are_refused(monkeypatch):
+    for name, value in isa_cap.capped_environment("default", {}).items():
+        monkeypatch.setenv(name, value)
+    refusal = f"--isa default, but lstm_ext runs at {lstm_ext.cpu_isa()}"
+    with pytest.raises(SystemExit, match=refusal):
+        main([*TINY, "--isa", "default"])
+
+
+def test_a_candidate_does_not_cross_into_a_fresh_process():
+    with pytest.raises(ValueError, match="candidate"):
+        main([*TINY, "--isa", lstm_ext.supported_cpu_isas()[0]], candidate=Candidate())
+
+
+def test_alternate_calls_each_function_once_per_round_in_turn():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    timings = timing.alternate(fns, min_run_time=1e-9)
+    warm_up, timed = calls[:3 * timing.WARMUP_ROUNDS], calls[3 * timing.WARMUP_ROUNDS:]
+    assert sorted(warm_up) == sorted("abc" * timing.WARMUP_ROUNDS)
+    rounds = [timed[i:i + 3] for i in range(0, len(timed), 3)]
+    assert len(rounds) == timing.MIN_ROUNDS and all(sorted(r) == list("abc") for r in rounds)
+    assert [r[0] for r in rounds[:3]] == list("abc")  # each round starts one further along
+    assert {t.runs for t in timings.values()} == {timing.MIN_ROUNDS}
+
+
+def test_alternate_times_each_call_until_the_budget_is_spent():
+    timings = timing.alternate({"slow": lambda: time.sleep(2e-3), "fast": lambda: None},
+                               min_run_time=0.2)
+    assert timings["slow"].median_s >= 2e-3 > timings["fast"].median_s
+    # The 0.4 s budget holds far more than MIN_ROUNDS rounds of 2 ms.
+    assert timings["slow"].runs == timings["fast"].runs > timing.MIN_ROUNDS
+
+
+def _fake_result(size: LstmSize, mode: str, name: str, speedup=None, status="ok") -> dict:
+    return {"size": size.label, "batch": size.batch, "steps": size.steps,
+            "input_size": size.input_size, "hidden_size": size.hidden_size,
+            "proj_size": size.proj_size, "packed": size.packed,
+            "forward_gflop": size.forward_flops() / 1e9, "mode": mode, "implementation": name,
+            "status": status, "lstm_ext_speedup": speedup}
+
+
+def test_summary_counts_the_sizes_lstm_ext_wins_and_their_geomean():
+    sizes = [LstmSize(b, 10, 8, 8) for b in (1, 2, 3)]
+    results = [_fake_result(size, mode, "lstm_ext") for size in sizes
+               for mode in ("forward", "forward+backward")]
+    results += [_fake_result(size, "forward", "torch.nn.LSTM", speedup)
+                for size, speedup in zip(sizes, (2.0, 0.5, 1.0))]
+    results += [_fake_result(sizes[0], "forward+backward", "torch.nn.LSTM", 4.0),
+                _fake_result(sizes[1], "forward+backward", "torch.nn.LSTM", status="n/a"),
+                _fake_result(sizes[2], "forward", "reference", 0.1)]
+    assert summarize(results) == [
+        {"mode": "forward", "against": "torch.nn.LSTM", "sizes": 3, "at_least_as_fast": 2,
+         "geomean_speedup": pytest.approx(1.0), "lowest_speedup": 0.5,
+         "lowest_size": sizes[1].label},
+        {"mode": "forward+backward", "against": "torch.nn.LSTM", "sizes": 1,
+         "at_least_as_fast": 1, "geomean_speedup": pytest.approx(4.0), "lowest_speedup": 4.0,
+         "lowest_size": sizes[0].label}]
+    text = summary_table(summarize(results))
+    assert "2 of 3" in text and "1.00x" in text and f"0.50x ({sizes[1].label})" in text
+    assert "at no size" in summary_table(summarize(results[:6]))
+
+
+def test_a_grid_plots_as_a_heatmap_1600_px_wide(tmp_path):
+    results = [_fake_result(size, mode, name, None if name == "lstm_ext" else
+                            math.exp((k % 7 - 3) / 3))
+               for k, size in enumerate(PRESETS["full"].sizes)
+               for mode in ("forward", "forward+backward")
+               for name in IMPLEMENTATIONS]
+    assert is_grid(results) and is_grid([r for r in results if r["proj_size"] == 0])
+    assert not any(is_grid([_fake_result(size, "forward", "lstm_ext")
+                            for size in PRESETS[preset].sizes])
+                   for preset in ("quick", "fastrnns", "packed"))
+    path = tmp_path / "full.png"
+    plot(path, results, "full")
+    width, height = struct.unpack(">II", path.read_bytes()[16:24])  # the PNG's IHDR
+    assert width == 1600 and height < width / 2
