@@ -1,8 +1,8 @@
 """The CPU's float32 whole-layer kernels (csrc/cpu/layer_forward.cpp, layer_backward.cpp) on the
 shapes that pick their branches: steps of 1-4 rows (the register-tiled GEMMs, and the dot
-products over a large W_hh as stored) and more (brgemm), one thread and two (hidden units and
-projection columns split into work items that the threads claim, with ragged last items, and
-steps of many rows into bands of rows), several input-projection chunks or the driver's
+products over W_hh as stored) and more (brgemm), items walked forward and in reverse, one
+thread and two (hidden units and projection columns split into work items that the threads
+claim, with ragged last items, and steps of many rows into bands of rows), several input-projection chunks or the driver's
 projection of all rows first, packed batches in both directions, with and without saving
 activations. Each is compared with torch.nn.LSTM (float32: outputs, states and every gradient)
 or, through the operator, with the float64 result of the same operator."""
@@ -51,10 +51,12 @@ def gradients(module, output, state, leaves):
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3, 4, 5, 17])
-# W_hh of H=300 (and of H=300, P=220) is over 512 KB per thread: steps of 1-4 rows read it as
-# stored, through dot products over its rows of 300 (220) floats.
+# Steps of 1-2 rows read W_hh as stored, through dot products over its rows (of 37-400 floats),
+# and so do steps of 3-4 rows where W_hh outgrows a core's L2 (H=400: 2.6 MB); steps of up to
+# 16 rows whose weights outgrow half an L2 per thread (H=400) walk their items in reverse on
+# every other step.
 @pytest.mark.parametrize("hidden_size,proj_size",
-                         [(37, 0), (130, 0), (130, 19), (48, 33), (300, 0), (300, 220)])
+                         [(37, 0), (130, 0), (130, 19), (48, 33), (400, 0), (300, 220)])
 def test_inference_matches_nn_lstm(threads, batch, hidden_size, proj_size):
     reference, ext = make_modules(23, hidden_size, proj_size)
     x = torch.randn(9, batch, 23)
@@ -66,10 +68,12 @@ def test_inference_matches_nn_lstm(threads, batch, hidden_size, proj_size):
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3, 4, 5, 17])
-# W_hh of H=300 (and of H=300, P=220) is over 512 KB per thread: steps of 1-4 rows read it as
-# stored, through dot products over its rows of 300 (220) floats.
+# Steps of 1-2 rows read W_hh as stored, through dot products over its rows (of 37-400 floats),
+# and so do steps of 3-4 rows where W_hh outgrows a core's L2 (H=400: 2.6 MB); steps of up to
+# 16 rows whose weights outgrow half an L2 per thread (H=400) walk their items in reverse on
+# every other step.
 @pytest.mark.parametrize("hidden_size,proj_size",
-                         [(37, 0), (130, 0), (130, 19), (48, 33), (300, 0), (300, 220)])
+                         [(37, 0), (130, 0), (130, 19), (48, 33), (400, 0), (300, 220)])
 def test_training_matches_nn_lstm(threads, cpu_gemm, batch, hidden_size, proj_size):
     reference, ext = make_modules(23, hidden_size, proj_size)
     x = torch.randn(9, batch, 23, requires_grad=True)

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cpu/isa.h"
+#include "cpu/policy.h"
 
 // Built with the layer kernels that use it (see layer_kernels.h).
 #if defined(CPUBLAS_BRGEMM_F32F32F32) && defined(_OPENMP)
@@ -18,12 +19,10 @@ namespace cpu {
 namespace {
 
 // oneDNN's brgemm kernel runs the whole depth K for each tile of C, so B (K, cols) is read
-// once per tile row of A: deeper than about 1024, or over about half of a core's L2, that
-// stream comes from L3 every time. gemm_block splits K and the columns to keep B's block in L2
-// (measured: the backward step GEMM of H=1024, 64 x 4096 @ 4096 x 512 per thread, at 1.75x
-// the rate of one call; the forward's 1024-deep gate panels 5% faster).
+// once per tile row of A: deeper than about 1024, or over brgemm_block_floats() (half of a
+// core's L2), that stream comes from L3 every time. gemm_block splits K and the columns to keep
+// B's block in L2.
 constexpr int64_t kMaxBrgemmDepth = 1024;
-constexpr int64_t kMaxBrgemmBlock = 128 * 1024;  // floats of B per call
 
 // Rows of A per brgemm call in parallel_gemm (its measured best, with 32 a close second). With
 // the blocking above, parallel_gemm ran the backward's large GEMMs (6400 x 4096 @ 4096 x 512 and
@@ -51,7 +50,7 @@ CBlock thread_block(int64_t M, int64_t columns, bool split_rows, int64_t count, 
 }
 
 // K in equal chunks of at most kMaxBrgemmDepth; B's blocks of that depth at most
-// kMaxBrgemmBlock floats.
+// brgemm_block_floats().
 struct Blocking {
   int64_t depth, columns;
 };
@@ -60,7 +59,7 @@ Blocking gemm_blocking(int64_t K) {
   const int64_t chunks = std::max<int64_t>(1, (K + kMaxBrgemmDepth - 1) / kMaxBrgemmDepth);
   const int64_t depth = std::max<int64_t>(1, (K + chunks - 1) / chunks);
   return {depth, std::max(kLineFloats,
-                          kMaxBrgemmBlock / depth / kLineFloats * kLineFloats)};
+                          brgemm_block_floats() / depth / kLineFloats * kLineFloats)};
 }
 
 void zero_rows(float* C, int64_t ldc, int64_t row_begin, int64_t row_end, int64_t col_begin,

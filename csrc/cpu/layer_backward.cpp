@@ -39,26 +39,28 @@ class BackwardThread {
     const int64_t last = p_.num_steps - 1;
     uint64_t round = 1;
     if (has_projection) {
-      team_.state_work.run(thread_, round, [&](int64_t item) {
+      team_.state_work.run(thread_, round, /*reversed=*/false, [&](int64_t item) {
         sum_projected_gradient(p_.steps[last], team_.state_items[item]);
       });
     } else {
-      team_.unit_work.run(thread_, round, [&](int64_t item) {
+      team_.unit_work.run(thread_, round, /*reversed=*/false, [&](int64_t item) {
         backward_units(p_.steps[last], team_.unit_items[item]);
       });
     }
     for (int64_t k = last; k >= 0; --k) {
       ++round;
+      const bool reversed = team_.reverses_on(k);
       if (has_projection) {
         // dL/dh_t before the projection reads every projected column.
         team_.barrier.wait();
-        team_.unit_work.run(thread_, round, [&](int64_t item) {
+        team_.unit_work.run(thread_, round, reversed, [&](int64_t item) {
           backward_units(p_.steps[k], team_.unit_items[item]);
         });
       }
       // dL/dh_{t-1} reads every gate column of the step.
       team_.barrier.wait();
-      team_.state_work.run(thread_, round, [&](int64_t item) { state_item(k, item); });
+      team_.state_work.run(thread_, round, reversed,
+                           [&](int64_t item) { state_item(k, item); });
     }
   }
 
@@ -138,12 +140,14 @@ void layer_backward_float(const LayerBackwardParams<float>& p) {
   microkernels();  // chosen here, where an error can still reach the caller
   const int64_t H = p.hidden_size;
   const int64_t R = p.recurrent_size;
-  const int64_t threads = layer_threads(max_step_rows(p.steps, p.num_steps), H, R);
+  const int64_t max_rows = max_step_rows(p.steps, p.num_steps);
+  const int64_t weight_bytes = recurrent_weight_bytes(H, R, p.w_hr);
   Team team;
-#pragma omp parallel num_threads(static_cast<int>(threads))
+#pragma omp parallel num_threads(static_cast<int>(layer_threads(max_rows, H, R)))
   {
+    const int64_t threads = omp_get_num_threads();
 #pragma omp single
-    team.set_up(omp_get_num_threads(), H, R);
+    team.set_up(threads, H, R, reverses_traversal(max_rows, weight_bytes, threads));
     BackwardThread(p, omp_get_thread_num(), team).run();
     at::native::cpublas::brgemm_release(/*is_vnni=*/false);
   }

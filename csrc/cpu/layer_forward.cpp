@@ -48,11 +48,14 @@ class ForwardThread {
       const StepLayout& step = p_.steps[k];
       if (step.rows == 0 && step.project_rows == 0) continue;
       const uint64_t round = static_cast<uint64_t>(k) + 1;
-      team_.unit_work.run(thread_, round, [&](int64_t item) { unit_item(k, item); });
+      const bool reversed = team_.reverses_on(k);
+      team_.unit_work.run(thread_, round, reversed,
+                          [&](int64_t item) { unit_item(k, item, reversed); });
       if (p_.w_hr != nullptr) {
         // The projection reads every hidden unit of the step.
         team_.barrier.wait();
-        team_.state_work.run(thread_, round, [&](int64_t item) { projection_item(step, item); });
+        team_.state_work.run(thread_, round, reversed,
+                             [&](int64_t item) { projection_item(step, item); });
       }
       // The next step's recurrent GEMM reads every column of this step's output.
       team_.barrier.wait();
@@ -84,17 +87,18 @@ class ForwardThread {
   }
 
   // gates (rows, 4H) += h (rows, R) W_hh^T for the units `units`.
-  void add_recurrent(int64_t rows, const float* h, float* gates, IndexRange units) const {
+  void add_recurrent(int64_t rows, const float* h, float* gates, IndexRange units,
+                     bool reversed) const {
     const int64_t H = p_.hidden_size;
     const int64_t R = p_.recurrent_size;
     if (rows <= 0) return;
     if (w_hh_as_stored_ && p_.w_hh_bfloat16 != nullptr) {
-      add_to_gates_as_stored(rows, h, R, p_.w_hh_bfloat16, H, gates, units);
+      add_to_gates_as_stored(rows, h, R, p_.w_hh_bfloat16, H, gates, units, reversed);
     } else if (w_hh_as_stored_) {
-      add_to_gates_as_stored(rows, h, R, p_.w_hh, H, gates, units);
+      add_to_gates_as_stored(rows, h, R, p_.w_hh, H, gates, units, reversed);
     } else {
       add_to_gates(rows, h, R, gate_panels(p_.w_hh_t, R, units), H, gates, units,
-                   /*add_C=*/true);
+                   /*add_C=*/true, reversed);
     }
   }
 
@@ -114,14 +118,14 @@ class ForwardThread {
         add_to_gates(rows, p_.input + (first.project_row + chunk_row + row) * I, I, w_ih,
                      p_.hidden_size,
                      p_.gates + (first.project_gate_row + chunk_row + row) * 4 * p_.hidden_size,
-                     units, /*add_C=*/false);
+                     units, /*add_C=*/false, /*reversed=*/false);
       }
     }
   }
 
   // An item of hidden units of step k: its chunk's projection, the recurrent GEMM and the cell
   // over its band of rows (those carried from the step before, then those starting here).
-  void unit_item(int64_t k, int64_t item) const {
+  void unit_item(int64_t k, int64_t item, bool reversed) const {
     const StepLayout& step = p_.steps[k];
     const int64_t H = p_.hidden_size;
     const int64_t R = p_.recurrent_size;
@@ -134,9 +138,9 @@ class ForwardThread {
     const int64_t carried_end = std::min(rows.end, step.carried_rows);
     const int64_t starting_begin = std::max(rows.begin, step.carried_rows);
     add_recurrent(carried_end - rows.begin, p_.output + (step.prev_row + rows.begin) * R,
-                  cell.gates + rows.begin * 4 * H, units);
+                  cell.gates + rows.begin * 4 * H, units, reversed);
     add_recurrent(rows.end - starting_begin, p_.h0 + starting_begin * R,
-                  cell.gates + starting_begin * 4 * H, units);
+                  cell.gates + starting_begin * 4 * H, units, reversed);
     forward_cell_(cell, rows.begin, rows.end, units.begin, units.end);
     for (int64_t row = std::max(rows.begin, step.finished_from); row < rows.end; ++row) {
       std::memcpy(p_.c_n + row * H + units.begin, cell.cell + row * H + units.begin,
@@ -180,12 +184,15 @@ void layer_forward_float(const LayerForwardParams<float>& p) {
   const int64_t H = p.hidden_size;
   const int64_t R = p.recurrent_size;
   const int64_t max_rows = max_step_rows(p.steps, p.num_steps);
+  const bool w_hh_as_stored = reads_w_hh_as_stored(max_rows, H, R);
+  const int64_t weight_bytes = recurrent_weight_bytes(H, R, p.w_hr);
   Team team;
 #pragma omp parallel num_threads(static_cast<int>(layer_threads(max_rows, H, R)))
   {
-    const bool w_hh_as_stored = reads_w_hh_as_stored(max_rows, H, R, omp_get_num_threads());
+    const int64_t threads = omp_get_num_threads();
 #pragma omp single
-    team.set_up(omp_get_num_threads(), H, R, row_bands(max_rows));
+    team.set_up(threads, H, R, reverses_traversal(max_rows, weight_bytes, threads),
+                row_bands(max_rows));
     ForwardThread(p, omp_get_thread_num(), w_hh_as_stored, team).run();
     at::native::cpublas::brgemm_release(/*is_vnni=*/false);
   }

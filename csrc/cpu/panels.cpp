@@ -12,10 +12,11 @@ namespace {
 // gates [+]= A W^T for `units` through the level's dot-product kernel, gate by gate.
 template <typename weight_t>
 void dot_products_into_gates(int64_t rows, const float* A, int64_t K, const weight_t* w,
-                             int64_t H, float* gates, IndexRange units,
+                             int64_t H, float* gates, IndexRange units, bool reversed,
                              void (*dot_gemm)(const DotGemmParams<weight_t>&)) {
   if (rows == 0) return;
-  for (int64_t gate = 0; gate < 4; ++gate) {
+  for (int64_t step = 0; step < 4; ++step) {
+    const int64_t gate = reversed ? 3 - step : step;
     dot_gemm({rows, units.size(), K, A, K, w + (gate * H + units.begin) * K, K,
               gates + gate * H + units.begin, 4 * H, /*add_C=*/true});
   }
@@ -62,7 +63,7 @@ void pack_gate_panels(const float* w, int64_t H, IndexRange units, BlockedPanel 
 }
 
 void add_to_gates(int64_t rows, const float* A, int64_t lda, const BlockedPanel& w, int64_t H,
-                  float* gates, IndexRange units, bool add_C) {
+                  float* gates, IndexRange units, bool add_C, bool reversed) {
   if (rows == 0) return;
   const int64_t gate_stride = w.K * w.n;
   float* gate_columns = gates + units.begin;
@@ -74,7 +75,8 @@ void add_to_gates(int64_t rows, const float* A, int64_t lda, const BlockedPanel&
                   gate_columns + col, 4 * H, add_C});
       continue;
     }
-    for (int64_t gate = 0; gate < 4; ++gate) {
+    for (int64_t step = 0; step < 4; ++step) {
+      const int64_t gate = reversed ? 3 - step : step;
       gemm_block(rows, cols, w.K, lda, cols, 4 * H, add_C, A,
                  w.block(col) + gate * gate_stride, gate_columns + gate * H + col);
     }
@@ -82,13 +84,15 @@ void add_to_gates(int64_t rows, const float* A, int64_t lda, const BlockedPanel&
 }
 
 void add_to_gates_as_stored(int64_t rows, const float* A, int64_t K, const float* w, int64_t H,
-                            float* gates, IndexRange units) {
-  dot_products_into_gates(rows, A, K, w, H, gates, units, microkernels().dot_gemm_float);
+                            float* gates, IndexRange units, bool reversed) {
+  dot_products_into_gates(rows, A, K, w, H, gates, units, reversed,
+                          microkernels().dot_gemm_float);
 }
 
 void add_to_gates_as_stored(int64_t rows, const float* A, int64_t K, const c10::BFloat16* w,
-                            int64_t H, float* gates, IndexRange units) {
-  dot_products_into_gates(rows, A, K, w, H, gates, units, microkernels().dot_gemm_bfloat16);
+                            int64_t H, float* gates, IndexRange units, bool reversed) {
+  dot_products_into_gates(rows, A, K, w, H, gates, units, reversed,
+                          microkernels().dot_gemm_bfloat16);
 }
 
 void multiply_columns(int64_t rows, const float* A, int64_t lda, const BlockedPanel& w, float* C,

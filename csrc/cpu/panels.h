@@ -45,16 +45,16 @@ void pack_columns(const float* w, int64_t ldw, int64_t begin, BlockedPanel panel
 void pack_gate_panels(const float* w, int64_t H, IndexRange units, BlockedPanel panels);
 
 // gates (rows, 4H) [+]= A (rows, K) W^T for the units `units` of all four gates (w: their four
-// gate panels).
+// gate panels); `reversed` reads the gates' panels from the last (see Team::reverses).
 void add_to_gates(int64_t rows, const float* A, int64_t lda, const BlockedPanel& w, int64_t H,
-                  float* gates, IndexRange units, bool add_C);
+                  float* gates, IndexRange units, bool add_C, bool reversed);
 
 // gates (rows, 4H) += A (rows, K; row stride K) W^T for the units `units` of all four gates,
 // rows <= kSmallRows, with W (4H, K) as stored (float or bfloat16).
 void add_to_gates_as_stored(int64_t rows, const float* A, int64_t K, const float* w, int64_t H,
-                            float* gates, IndexRange units);
+                            float* gates, IndexRange units, bool reversed);
 void add_to_gates_as_stored(int64_t rows, const float* A, int64_t K, const c10::BFloat16* w,
-                            int64_t H, float* gates, IndexRange units);
+                            int64_t H, float* gates, IndexRange units, bool reversed);
 
 // C (rows, w.n) = A (rows, w.K) w.
 void multiply_columns(int64_t rows, const float* A, int64_t lda, const BlockedPanel& w, float* C,

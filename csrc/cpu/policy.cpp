@@ -107,8 +107,24 @@ int64_t layer_threads(int64_t max_rows, int64_t H, int64_t R) {
   return step_work < kParallelStepGrain ? 1 : std::min(threads_in_use(), useful_threads);
 }
 
-bool reads_w_hh_as_stored(int64_t max_rows, int64_t H, int64_t R, int64_t threads) {
-  return max_rows <= kSmallRows && 4 * H * R * kFloatBytes / threads >= cache_sizes().l2 / 2;
+// Steps of at most this many rows read W_hh as stored whatever its size.
+constexpr int64_t kMaxRowsAlwaysAsStored = 2;
+
+bool reads_w_hh_as_stored(int64_t max_rows, int64_t H, int64_t R) {
+  return max_rows <= kMaxRowsAlwaysAsStored ||
+         (max_rows <= kSmallRows && 4 * H * R * kFloatBytes > cache_sizes().l2);
+}
+
+int64_t recurrent_weight_bytes(int64_t H, int64_t R, const void* w_hr) {
+  return (4 * H * R + (w_hr != nullptr ? R * H : 0)) * kFloatBytes;
+}
+
+// Steps of at most this many rows read each weight too few times to hide its load from beyond
+// L2: their time goes into streaming the weights.
+constexpr int64_t kMaxStreamingRows = 16;
+
+bool reverses_traversal(int64_t max_rows, int64_t weight_bytes, int64_t threads) {
+  return max_rows <= kMaxStreamingRows && weight_bytes / threads > cache_sizes().l2 / 2;
 }
 
 bool streams_input_weights(int64_t input_size, int64_t hidden_size) {

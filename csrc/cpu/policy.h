@@ -17,9 +17,20 @@ namespace cpu {
 int64_t layer_threads(int64_t max_rows, int64_t H, int64_t R);
 
 // Whether a layer of steps of at most `max_rows` rows reads W_hh (4H, R) as stored, through dot
-// products, instead of transposing it into panels first: where few rows read it, that
-// transpose, once per call, costs more than the dot products' lane sums.
-bool reads_w_hh_as_stored(int64_t max_rows, int64_t H, int64_t R, int64_t threads);
+// products, instead of transposing it into panels first: where one or two rows read it, or
+// a few rows a W_hh larger than a core's L2, that transpose, once per call, costs more than
+// the dot products' lane sums. (The thread count plays no part, so that the arithmetic, and the
+// results, are the same for any number of threads.)
+bool reads_w_hh_as_stored(int64_t max_rows, int64_t H, int64_t R);
+
+// Bytes of the weights a step reads: W_hh (4H, R), and W_hr (R, H) with a projection.
+int64_t recurrent_weight_bytes(int64_t H, int64_t R, const void* w_hr);
+
+// Whether the threads of a layer whose steps have at most `max_rows` rows walk their work items
+// in reverse on every other step (see Team::reverses): where the steps have so few rows that
+// their time goes into reading the weights, and each thread's share of them outgrows half its
+// L2.
+bool reverses_traversal(int64_t max_rows, int64_t weight_bytes, int64_t threads);
 
 // Whether each thread's panels of W_ih are too large for its L2 to keep from one step to the
 // next: the input projection then runs on chunks of several steps and tiles of more rows, so

@@ -114,8 +114,10 @@ class StepItems {
     for (int64_t item = home_begin(thread); item < home_begin(thread + 1); ++item) work(item);
   }
 
+  // work(item) for every item, each once, over the threads that call it with this round;
+  // `reversed` walks every home range from its end (see Team::reverses_on).
   template <typename Work>
-  void run(int64_t thread, uint64_t round, const Work& work) {
+  void run(int64_t thread, uint64_t round, bool reversed, const Work& work) {
     for (int64_t offset = 0; offset < threads_; ++offset) {
       const int64_t owner = (thread + offset) % threads_;
       const uint64_t begin = home_begin(owner);
@@ -129,7 +131,7 @@ class StepItems {
         // Only the claim needs to be atomic: the items' results reach the other threads through
         // the barrier after the run.
         if (claim.compare_exchange_weak(seen, claimed, std::memory_order_relaxed)) {
-          work(static_cast<int64_t>(next));
+          work(static_cast<int64_t>(reversed ? begin + end - 1 - next : next));
           seen = claimed;
         }
       }
@@ -182,9 +184,17 @@ struct Team {
   RowBands bands;
   StepItems unit_work;
   StepItems state_work;
+  // Whether the threads walk their items (and an item its gates) in reverse on every other
+  // step: where a thread's weights outgrow its L2, the caches keep the last ones it read, which
+  // a reversed walk reads first.
+  bool reverses = false;
 
-  void set_up(int64_t threads, int64_t H, int64_t R, RowBands row_bands = RowBands()) {
+  bool reverses_on(int64_t step) const { return reverses && step % 2 == 1; }
+
+  void set_up(int64_t threads, int64_t H, int64_t R, bool reversing,
+              RowBands row_bands = RowBands()) {
     barrier.set_threads(threads);
+    reverses = reversing;
     unit_items = column_items(H, threads);
     state_items = column_items(R, threads);
     bands = row_bands;
