@@ -126,6 +126,20 @@ def test_row_bands_of_large_packed_steps_match_nn_lstm(threads, hidden_size, gra
     assert_packed_matches(reference, ext, packed, grad, hx)
 
 
+# Steps of 32 rows or more per thread whose weights fit in a core's L2 have each thread run a
+# share of the batch rows alone (H=40: the shares carry equal rows over all steps, 70 and 130
+# sequences of a packed batch); larger weights keep the threads on shared steps, split into
+# bands of rows (H=400: 2.6 MB of W_hh).
+@pytest.mark.parametrize("hidden_size", [40, 400])
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
+def test_large_steps_split_rows_or_columns_match_nn_lstm(threads, hidden_size, grad):
+    reference, ext = make_modules(9, hidden_size, 0, bidirectional=True)
+    generator = torch.Generator().manual_seed(3)
+    lengths = [5] * 70 + torch.randint(1, 5, (130,), generator=generator).tolist()
+    packed = pack_sequence([torch.randn(n, 9) for n in lengths], enforce_sorted=False)
+    assert_packed_matches(reference, ext, packed, grad)
+
+
 # The driver projects the input of all steps through ATen before the layer kernel, with or
 # without biases: for steps of at most 16 rows with a W_ih of 512 KB or more (4 * 180 x 200
 # floats); and on Intel processors, where MKL is the GEMM of that size (15 x 33 rows x 4 * 360 x

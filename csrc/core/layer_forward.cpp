@@ -187,9 +187,9 @@ forward_layer(const ForwardArgs& args, bool reverse, const Backend& backend,
   const std::vector<ProjectionChunk> chunks =
       input_projected_first ? std::vector<ProjectionChunk>()
                             : plan_projection_chunks(steps, chunk_rows);
-  lay_out_forward(steps, chunks, args.save_for_backward, sizes.has_projection, sizes.batch);
-  int64_t gate_rows = args.save_for_backward || input_projected_first ? sizes.rows : 0;
-  for (const ProjectionChunk& chunk : chunks) gate_rows = std::max(gate_rows, chunk.rows);
+  // The layer kernel's threads may each run a share of the batch rows apart (cpu/policy.h).
+  const int64_t gate_rows = lay_out_forward(steps, chunks, args.save_for_backward,
+                                            sizes.has_projection, sizes.batch, layer_kernel);
   ForwardBuffers out = allocate_forward(args, gate_rows, backend);
   if (input_projected_first) at::mm_out(out.gates, args.input, args.w_ih.t());
   if (layer_kernel) {

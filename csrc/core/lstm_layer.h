@@ -36,10 +36,12 @@ struct StepLayout {
   int64_t prev_cell_row;  // ... of the step before, in the cells buffer
   int64_t hidden_row;     // ... in the pre-projection hidden buffer (the output without w_hr)
   // Before this step, the input projection of packed rows [project_row, project_row +
-  // project_rows) into the gates buffer from row project_gate_row (project_rows 0: none).
+  // project_rows) into the gates buffer from row project_gate_row: the rows of this step and
+  // the next project_steps - 1 ones (project_steps 0: none).
   int64_t project_row;
   int64_t project_rows;
   int64_t project_gate_row;
+  int64_t project_steps;
 };
 
 // The pointwise pass of `step` over buffers laid out as `step` says: gates (., 4H), cells and

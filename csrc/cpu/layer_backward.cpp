@@ -14,6 +14,8 @@
 #if LSTM_EXT_HAS_CPU_LAYER_KERNELS
 #include <omp.h>
 
+#include <vector>
+
 #include "core/step_layout.h"
 #include "cpu/isa.h"
 #include "cpu/panels.h"
@@ -31,9 +33,25 @@ class BackwardThread {
   BackwardThread(const LayerBackwardParams<float>& params, int64_t thread, Team& team)
       : p_(params), thread_(thread), backward_cell_(microkernels().backward_cell), team_(team) {}
 
-  void run() {
-    pack_panels();
-    team_.barrier.wait();
+  // The columns of W_hh (and of W_hr) that each item multiplies by, copied into column-blocked
+  // panels, each thread those of its home items; any thread may read them after the barrier that must
+  // follow.
+  void pack_panels() {
+    const int64_t H = p_.hidden_size;
+    const int64_t R = p_.recurrent_size;
+    team_.state_work.for_home_items(thread_, [&](int64_t item) {
+      const IndexRange state = team_.state_items[item];
+      pack_columns(p_.w_hh, R, state.begin, column_panel(p_.w_hh_columns, 4 * H, state));
+    });
+    if (p_.w_hr == nullptr) return;
+    team_.unit_work.for_home_items(thread_, [&](int64_t item) {
+      const IndexRange units = team_.unit_items[item];
+      pack_columns(p_.w_hr, H, units.begin, column_panel(p_.w_hr_columns, R, units));
+    });
+  }
+
+
+  void run_steps() {
     if (p_.num_steps == 0) return;
     const bool has_projection = p_.w_hr != nullptr;
     const int64_t last = p_.num_steps - 1;
@@ -65,22 +83,6 @@ class BackwardThread {
   }
 
  private:
-  // The columns of W_hh (and of W_hr) that each item multiplies by, copied into column-blocked
-  // panels, each thread those of its home items.
-  void pack_panels() {
-    const int64_t H = p_.hidden_size;
-    const int64_t R = p_.recurrent_size;
-    team_.state_work.for_home_items(thread_, [&](int64_t item) {
-      const IndexRange state = team_.state_items[item];
-      pack_columns(p_.w_hh, R, state.begin, column_panel(p_.w_hh_columns, 4 * H, state));
-    });
-    if (p_.w_hr == nullptr) return;
-    team_.unit_work.for_home_items(thread_, [&](int64_t item) {
-      const IndexRange units = team_.unit_items[item];
-      pack_columns(p_.w_hr, H, units.begin, column_panel(p_.w_hr_columns, R, units));
-    });
-  }
-
   // dL/d(projected h_t) = the output's gradient + the recurrent one, columns `state`.
   void sum_projected_gradient(const StepLayout& step, IndexRange state) const {
     const int64_t R = p_.recurrent_size;
@@ -134,6 +136,22 @@ class BackwardThread {
   Team& team_;
 };
 
+// A thread's share of the batch rows, run alone (see run_batch_share in layer_forward.cpp).
+void run_batch_share(const LayerBackwardParams<float>& p, int64_t thread, int64_t threads,
+                     const Team& shared) {
+  const auto [begin, end] = batch_share(p.steps, p.num_steps, threads, thread);
+  const std::vector<StepLayout> steps = batch_rows_of(p.steps, p.num_steps, begin, end);
+  LayerBackwardParams<float> own = p;
+  own.steps = steps.data();
+  own.c0 += begin * p.hidden_size;
+  own.grad_hidden_state += begin * p.recurrent_size;
+  own.grad_cell_state += begin * p.hidden_size;
+  if (own.grad_hidden != nullptr) own.grad_hidden += begin * p.hidden_size;
+  Team alone;
+  alone.set_up_alone(shared);
+  BackwardThread(own, 0, alone).run_steps();
+}
+
 }  // namespace
 
 void layer_backward_float(const LayerBackwardParams<float>& p) {
@@ -146,9 +164,18 @@ void layer_backward_float(const LayerBackwardParams<float>& p) {
 #pragma omp parallel num_threads(static_cast<int>(layer_threads(max_rows, H, R)))
   {
     const int64_t threads = omp_get_num_threads();
+    const int64_t thread = omp_get_thread_num();
+    const bool split = splits_batch(max_rows, threads, weight_bytes);
 #pragma omp single
-    team.set_up(threads, H, R, reverses_traversal(max_rows, weight_bytes, threads));
-    BackwardThread(p, omp_get_thread_num(), team).run();
+    team.set_up(threads, H, R, !split && reverses_traversal(max_rows, weight_bytes, threads));
+    BackwardThread shared(p, thread, team);
+    shared.pack_panels();
+    team.barrier.wait();
+    if (split) {
+      run_batch_share(p, thread, threads, team);
+    } else {
+      shared.run_steps();
+    }
     at::native::cpublas::brgemm_release(/*is_vnni=*/false);
   }
 }

@@ -41,30 +41,8 @@ class ForwardThread {
         forward_cell_(microkernels().forward_cell),
         team_(team) {}
 
-  void run() {
-    pack_panels();
-    team_.barrier.wait();
-    for (int64_t k = 0; k < p_.num_steps; ++k) {
-      const StepLayout& step = p_.steps[k];
-      if (step.rows == 0 && step.project_rows == 0) continue;
-      const uint64_t round = static_cast<uint64_t>(k) + 1;
-      const bool reversed = team_.reverses_on(k);
-      team_.unit_work.run(thread_, round, reversed,
-                          [&](int64_t item) { unit_item(k, item, reversed); });
-      if (p_.w_hr != nullptr) {
-        // The projection reads every hidden unit of the step.
-        team_.barrier.wait();
-        team_.state_work.run(thread_, round, reversed,
-                             [&](int64_t item) { projection_item(step, item); });
-      }
-      // The next step's recurrent GEMM reads every column of this step's output.
-      team_.barrier.wait();
-    }
-  }
-
- private:
   // Each thread packs the panels of its home items (of their first bands); any thread may read
-  // them after the barrier that follows.
+  // them after the barrier that must follow.
   void pack_panels() {
     const int64_t H = p_.hidden_size;
     const RowBands bands = team_.bands;
@@ -86,6 +64,26 @@ class ForwardThread {
     });
   }
 
+  void run_steps() {
+    for (int64_t k = 0; k < p_.num_steps; ++k) {
+      const StepLayout& step = p_.steps[k];
+      if (step.rows == 0 && step.project_steps == 0) continue;
+      const uint64_t round = static_cast<uint64_t>(k) + 1;
+      const bool reversed = team_.reverses_on(k);
+      team_.unit_work.run(thread_, round, reversed,
+                          [&](int64_t item) { unit_item(k, item, reversed); });
+      if (p_.w_hr != nullptr) {
+        // The projection reads every hidden unit of the step.
+        team_.barrier.wait();
+        team_.state_work.run(thread_, round, reversed,
+                             [&](int64_t item) { projection_item(step, item); });
+      }
+      // The next step's recurrent GEMM reads every column of this step's output.
+      team_.barrier.wait();
+    }
+  }
+
+ private:
   // gates (rows, 4H) += h (rows, R) W_hh^T for the units `units`.
   void add_recurrent(int64_t rows, const float* h, float* gates, IndexRange units,
                      bool reversed) const {
@@ -107,18 +105,15 @@ class ForwardThread {
   // a read of C), for the band `band` of each of its steps: the rows that this band's items read.
   void project_chunk(int64_t k, int64_t band, IndexRange units) const {
     const int64_t I = p_.input_size;
-    const StepLayout& first = p_.steps[k];
     const BlockedPanel w_ih = gate_panels(p_.w_ih_t, I, units);
-    for (int64_t s = k, done = 0; done < first.project_rows; done += p_.steps[s].rows, ++s) {
-      const IndexRange band_rows = team_.bands(band, p_.steps[s].rows);
-      // The chunk's rows are those of its steps, one after the other.
-      const int64_t chunk_row = p_.steps[s].row - first.project_row + band_rows.begin;
-      for (int64_t row = 0; row < band_rows.size(); row += projection_row_tile_) {
-        const int64_t rows = std::min(projection_row_tile_, band_rows.size() - row);
-        add_to_gates(rows, p_.input + (first.project_row + chunk_row + row) * I, I, w_ih,
-                     p_.hidden_size,
-                     p_.gates + (first.project_gate_row + chunk_row + row) * 4 * p_.hidden_size,
-                     units, /*add_C=*/false, /*reversed=*/false);
+    for (int64_t s = k; s < k + p_.steps[k].project_steps; ++s) {
+      const StepLayout& step = p_.steps[s];
+      const IndexRange band_rows = team_.bands(band, step.rows);
+      for (int64_t row = band_rows.begin; row < band_rows.end; row += projection_row_tile_) {
+        const int64_t rows = std::min(projection_row_tile_, band_rows.end - row);
+        add_to_gates(rows, p_.input + (step.row + row) * I, I, w_ih, p_.hidden_size,
+                     p_.gates + (step.gate_row + row) * 4 * p_.hidden_size, units,
+                     /*add_C=*/false, /*reversed=*/false);
       }
     }
   }
@@ -131,7 +126,7 @@ class ForwardThread {
     const int64_t R = p_.recurrent_size;
     const IndexRange units = team_.unit_items[item / team_.bands.count];
     const int64_t band = item % team_.bands.count;
-    if (step.project_rows > 0) project_chunk(k, band, units);
+    if (step.project_steps > 0) project_chunk(k, band, units);
     const ForwardStepParams<float> cell =
         forward_step_params(step, H, p_.gates, p_.cells, p_.hidden, p_.c0, p_.bias);
     const IndexRange rows = team_.bands(band, step.rows);
@@ -174,13 +169,29 @@ class ForwardThread {
   Team& team_;
 };
 
+// A thread's share of the batch rows, run alone: the rows of one sequence depend on no other,
+// so it needs no barrier and reads no other thread's results (see splits_batch).
+void run_batch_share(const LayerForwardParams<float>& p, int64_t thread, int64_t threads,
+                     bool w_hh_as_stored, const Team& shared) {
+  const auto [begin, end] = batch_share(p.steps, p.num_steps, threads, thread);
+  const std::vector<StepLayout> steps = batch_rows_of(p.steps, p.num_steps, begin, end);
+  LayerForwardParams<float> own = p;
+  own.steps = steps.data();
+  own.h0 += begin * p.recurrent_size;
+  own.c0 += begin * p.hidden_size;
+  own.h_n += begin * p.recurrent_size;
+  own.c_n += begin * p.hidden_size;
+  Team alone;
+  alone.set_up_alone(shared);
+  ForwardThread(own, 0, w_hh_as_stored, alone).run_steps();
+}
+
 }  // namespace
 
 // The team may be smaller than asked (inside another parallel region it is one thread): the
-// columns are split over the threads that actually run.
+// work is split over the threads that actually run.
 void layer_forward_float(const LayerForwardParams<float>& p) {
   microkernels();  // chosen here, where an error can still reach the caller
-
   const int64_t H = p.hidden_size;
   const int64_t R = p.recurrent_size;
   const int64_t max_rows = max_step_rows(p.steps, p.num_steps);
@@ -190,10 +201,19 @@ void layer_forward_float(const LayerForwardParams<float>& p) {
 #pragma omp parallel num_threads(static_cast<int>(layer_threads(max_rows, H, R)))
   {
     const int64_t threads = omp_get_num_threads();
+    const int64_t thread = omp_get_thread_num();
+    const bool split = splits_batch(max_rows, threads, weight_bytes);
 #pragma omp single
-    team.set_up(threads, H, R, reverses_traversal(max_rows, weight_bytes, threads),
-                row_bands(max_rows));
-    ForwardThread(p, omp_get_thread_num(), w_hh_as_stored, team).run();
+    team.set_up(threads, H, R, !split && reverses_traversal(max_rows, weight_bytes, threads),
+                split ? RowBands() : row_bands(max_rows));
+    ForwardThread shared(p, thread, w_hh_as_stored, team);
+    shared.pack_panels();
+    team.barrier.wait();
+    if (split) {
+      run_batch_share(p, thread, threads, w_hh_as_stored, team);
+    } else {
+      shared.run_steps();
+    }
     at::native::cpublas::brgemm_release(/*is_vnni=*/false);
   }
 }

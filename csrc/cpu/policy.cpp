@@ -115,6 +115,14 @@ bool reads_w_hh_as_stored(int64_t max_rows, int64_t H, int64_t R) {
          (max_rows <= kSmallRows && 4 * H * R * kFloatBytes > cache_sizes().l2);
 }
 
+// Rows per thread at least for the batch split: the brgemm kernel's efficient tile heights.
+constexpr int64_t kMinSplitRows = 32;
+
+bool splits_batch(int64_t max_rows, int64_t threads, int64_t weight_bytes) {
+  return threads > 1 && max_rows / threads >= kMinSplitRows &&
+         weight_bytes <= cache_sizes().l2;
+}
+
 int64_t recurrent_weight_bytes(int64_t H, int64_t R, const void* w_hr) {
   return (4 * H * R + (w_hr != nullptr ? R * H : 0)) * kFloatBytes;
 }

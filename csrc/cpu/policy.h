@@ -32,6 +32,13 @@ int64_t recurrent_weight_bytes(int64_t H, int64_t R, const void* w_hr);
 // L2.
 bool reverses_traversal(int64_t max_rows, int64_t weight_bytes, int64_t threads);
 
+// Whether the `threads` threads of a layer whose steps have at most `max_rows` rows each run a
+// share of the batch rows alone, instead of every step's columns together: no step then waits
+// for the others, and no thread reads the rows another wrote. Each then reads all the step's
+// weights (`weight_bytes`), not a share: where they fit in its L2, and each has rows enough to
+// keep its GEMMs busy.
+bool splits_batch(int64_t max_rows, int64_t threads, int64_t weight_bytes);
+
 // Whether each thread's panels of W_ih are too large for its L2 to keep from one step to the
 // next: the input projection then runs on chunks of several steps and tiles of more rows, so
 // that the panels are read once per chunk rather than once per step.

@@ -201,6 +201,17 @@ struct Team {
     unit_work.set_up(threads, unit_items.count() * bands.count);
     state_work.set_up(threads, state_items.count());
   }
+
+  // A team of one thread that runs all of `shared`'s work items (of the same columns, whose
+  // panels `shared` packed), over its own batch rows.
+  void set_up_alone(const Team& shared) {
+    barrier.set_threads(1);
+    unit_items = shared.unit_items;
+    state_items = shared.state_items;
+    bands = RowBands();
+    unit_work.set_up(1, unit_items.count());
+    state_work.set_up(1, state_items.count());
+  }
 };
 
 }  // namespace cpu
