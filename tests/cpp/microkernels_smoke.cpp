@@ -170,7 +170,8 @@ void check_cells(const Microkernels& k) {
         const std::vector<float> pre = gates, bias = random_floats(4 * H);
         const std::vector<float> prev_cell = random_floats(carried_rows * H, -2.0f, 2.0f);
         const std::vector<float> initial_cell = random_floats(rows * H, -2.0f, 2.0f);
-        std::vector<float> cell = random_floats(rows * H), hidden = random_floats(rows * hidden_stride);
+        std::vector<float> cell = random_floats(rows * H);
+        std::vector<float> hidden = random_floats(rows * hidden_stride);
         const std::vector<float> cell0 = cell, hidden0 = hidden;
         ForwardStepParams<float> forward{gates.data(), prev_cell.data(), initial_cell.data(),
                                          cell.data(), hidden.data(), rows, H, hidden_stride,
@@ -191,7 +192,8 @@ void check_cells(const Microkernels& k) {
             }
             double activation[4];
             for (int64_t g = 0; g < 4; ++g) {
-              const double x = double(pre[r * 4 * H + g * H + c]) + (with_bias ? bias[g * H + c] : 0);
+              const double x =
+                  double(pre[r * 4 * H + g * H + c]) + (with_bias ? bias[g * H + c] : 0.0);
               activation[g] = g == 2 ? std::tanh(x) : sigmoid(x);
               ok = ok && close(gates[r * 4 * H + g * H + c], activation[g], 1.0);
             }
@@ -222,14 +224,15 @@ void check_cells(const Microkernels& k) {
               if (c < col_begin || c >= col_end) {
                 backward_ok = backward_ok && grad_cell[r * H + c] == grad_cell0[r * H + c];
                 for (int64_t g = 0; g < 4; ++g) {
-                  backward_ok = backward_ok &&
-                                grad_gates[r * 4 * H + g * H + c] == grad_gates0[r * 4 * H + g * H + c];
+                  const int64_t index = r * 4 * H + g * H + c;
+                  backward_ok = backward_ok && grad_gates[index] == grad_gates0[index];
                 }
                 continue;
               }
               const double i = gates[r * 4 * H + c], f = gates[r * 4 * H + H + c],
                            g = gates[r * 4 * H + 2 * H + c], o = gates[r * 4 * H + 3 * H + c];
-              const double c_prev = r < carried_rows ? prev_cell[r * H + c] : initial_cell[r * H + c];
+              const double c_prev =
+                  r < carried_rows ? prev_cell[r * H + c] : initial_cell[r * H + c];
               const double tanh_c = std::tanh(double(cell[r * H + c]));
               const double dh = double(grad_hidden[r * grad_hidden_stride + c]) +
                                 (with_recurrent ? grad_recurrent[r * H + c] : 0.0);
@@ -259,7 +262,8 @@ int main() {
   std::string names;
   for (const std::string& isa : isas) names += (names.empty() ? "" : ", ") + isa;
 #if defined(__aarch64__)
-  check(isas == std::vector<std::string>{"neon"}, "ARM64's ISA levels are neon alone, got " + names);
+  check(isas == std::vector<std::string>{"neon"},
+        "ARM64's ISA levels are neon alone, got " + names);
   check(cpu::avx2_microkernels() == nullptr && cpu::avx512_microkernels() == nullptr,
         "no x86 microkernels on ARM64");
 #endif
@@ -279,7 +283,8 @@ int main() {
     check_transpose(kernels);
     check_cells(kernels);
     std::printf("microkernels_smoke: %s (%lld floats per vector): %s\n", isa.c_str(),
-                static_cast<long long>(kernels.vector_floats), failures == before ? "ok" : "FAILED");
+                static_cast<long long>(kernels.vector_floats),
+                failures == before ? "ok" : "FAILED");
   }
   std::printf("microkernels_smoke: %lld checks, %d failed (levels: %s; L1 %lld KiB, L2 %lld KiB)\n",
               static_cast<long long>(checks), failures, names.c_str(),
