@@ -126,7 +126,7 @@ def test_row_bands_of_large_packed_steps_match_nn_lstm(threads, hidden_size, gra
     assert_packed_matches(reference, ext, packed, grad, hx)
 
 
-# Steps of 32 rows or more per thread whose weights fit in a core's L2 have each thread run a
+# Steps of 8 rows or more per thread whose weights fit in a core's L2 have each thread run a
 # share of the batch rows alone (H=40: the shares carry equal rows over all steps, 70 and 130
 # sequences of a packed batch); larger weights keep the threads on shared steps, split into
 # bands of rows (H=400: 2.6 MB of W_hh).

@@ -115,8 +115,9 @@ bool reads_w_hh_as_stored(int64_t max_rows, int64_t H, int64_t R) {
          (max_rows <= kSmallRows && 4 * H * R * kFloatBytes > cache_sizes().l2);
 }
 
-// Rows per thread at least for the batch split: the brgemm kernel's efficient tile heights.
-constexpr int64_t kMinSplitRows = 32;
+// Rows per thread at least for the batch split: with fewer, a thread's steps are too small for
+// the GEMM kernels to run at speed.
+constexpr int64_t kMinSplitRows = 8;
 
 bool splits_batch(int64_t max_rows, int64_t threads, int64_t weight_bytes) {
   return threads > 1 && max_rows / threads >= kMinSplitRows &&
