@@ -243,6 +243,30 @@ def test_results_are_bitwise_repeatable(threads, proj_size, batch, hidden_size):
             assert torch.equal(a, b)
 
 
+# Steps of 1-4 rows run the register-tiled kernels, whose arithmetic does not depend on how the
+# threads split the work: their results are the same, bit for bit, for any number of threads
+# (larger steps run oneDNN's GEMM and, on Intel, MKL's, whose blocking follows the shapes that
+# the thread count gives the calls: there the last bits may differ; see docs/performance.md).
+@pytest.mark.parametrize("batch", [1, 2, 3, 4])
+@pytest.mark.parametrize("hidden_size,proj_size", [(300, 0), (200, 70)])
+def test_steps_of_few_rows_do_not_depend_on_the_thread_count(batch, hidden_size, proj_size):
+    previous = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 4):
+            torch.set_num_threads(threads)
+            _, ext = make_modules(24, hidden_size, proj_size, bidirectional=True)
+            x = torch.randn(12, batch, 24, generator=torch.Generator().manual_seed(4),
+                            requires_grad=True)
+            output, state = ext(x)
+            results.append((output, *state, *gradients(ext, output, state, [x])))
+    finally:
+        torch.set_num_threads(previous)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+
+
 # The cell's activations clamp their arguments: a NaN must still reach the outputs as in nn.LSTM
 # (it signals a diverged model), and an infinite pre-activation saturate its gate.
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
