@@ -10,9 +10,7 @@ against each other before they are timed; a mismatch stops the run with exit sta
 """
 
 import argparse
-import statistics
 import sys
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import torch
 from torch import nn
 
 import lstm_ext
+from benchmarks.alternating import time_alternating
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,6 @@ class StreamSize:
 
 
 SIZES = (StreamSize("speech", 80, 512, 256), StreamSize("plain", 256, 256))
-WARMUP_CALLS = 20
 
 
 def parse_args(argv=None):
@@ -71,22 +69,6 @@ def check_streams_agree(ours, reference, chunks):
     reference.reset()
 
 
-def time_alternating(ours, reference, chunks, calls):
-    """Median seconds per chunk of each stream, the two called in alternation."""
-    times = {"lstm_ext": [], "torch": []}
-    streams = [("lstm_ext", ours), ("torch", reference)]
-    for call in range(WARMUP_CALLS + calls):
-        chunk = chunks[call % len(chunks)]
-        order = streams if call % 2 == 0 else streams[::-1]
-        for name, stream in order:
-            start = time.perf_counter()
-            stream(chunk)
-            elapsed = time.perf_counter() - start
-            if call >= WARMUP_CALLS:
-                times[name].append(elapsed)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
 def run(args):
     """One row per (size, chunk length): the medians and lstm_ext's speed-up."""
     rows = []
@@ -95,7 +77,8 @@ def run(args):
             for chunk in args.chunks:
                 ours, reference, chunks = make_streams(size, args.layers, chunk)
                 check_streams_agree(ours, reference, chunks)
-                medians = time_alternating(ours, reference, chunks, args.calls)
+                medians = time_alternating({"lstm_ext": ours, "torch": reference}, chunks,
+                                           args.calls, warmup_calls=20)
                 rows.append({"size": size, "chunk": chunk, **medians,
                              "speedup": medians["torch"] / medians["lstm_ext"]})
     return rows

@@ -52,3 +52,10 @@ def export(model: Tagger, example: torch.Tensor) -> torch.export.ExportedProgram
     gradients, so the layers keep no activations for a backward pass."""
     with torch.no_grad():
         return torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes())
+
+
+def aoti_package(model: Tagger, path) -> str:
+    """Compiles `model`'s inference program (dynamic batch and length) with AOTInductor into a
+    package at `path`, for torch._inductor.aoti_load_package or C++'s AOTIModelPackageLoader."""
+    program = export(model, torch.randn(2, 3, model.front.in_features))
+    return torch._inductor.aoti_compile_and_package(program, package_path=str(path))
