@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import lstm_ext
 from examples import ddp_train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,9 +29,11 @@ def run_torchrun(save_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1",
                "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={free_port()}",
                str(REPO / "examples" / "ddp_train.py"), *TRAINING, "--save", str(save_path)]
-    # The source tree first, so that the workers import this lstm_ext; gloo over loopback only.
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [
-        os.environ.get("PYTHONPATH")])]), "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    # The workers import the lstm_ext this test imported (installed, or built in place), then
+    # the examples from the source tree; gloo over loopback only.
+    python_path = [str(Path(lstm_ext.__file__).resolve().parents[1]), str(REPO)]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path),
+                   "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
 
 

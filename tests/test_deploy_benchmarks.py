@@ -1,11 +1,11 @@
-"""benchmarks/bench_streaming.py and bench_aoti.py: a tiny streaming run times both streams and
-prints its table, a stream that disagrees with nn.LSTM's is not timed; the AOTI benchmark's
-options; the alternating timer of both. (A run of the AOTI benchmark compiles packages: not
-here; tests/test_aoti.py covers the package.)"""
+"""benchmarks/bench_streaming.py and bench_deploy.py: a tiny streaming run times both streams and
+prints its table, a stream that disagrees with nn.LSTM's is not timed; a tiny run of the deploy
+benchmark through ONNX (its AOTI path compiles a package: tests/test_aoti.py covers that); the
+alternating timer of both."""
 
 import pytest
 
-from benchmarks import alternating, bench_aoti, bench_streaming
+from benchmarks import alternating, bench_deploy, bench_streaming
 
 TINY = ["--sizes", "plain", "--chunks", "1,3", "--calls", "5"]
 
@@ -31,10 +31,18 @@ def test_wrong_stream_stops_the_run(monkeypatch):
     assert stopped.value.code == 1
 
 
-def test_aoti_options_parse():
-    args = bench_aoti.parse_args(["--sizes", "speech", "--batch", "1,8", "--steps", "30"])
+def test_deploy_options_parse():
+    args = bench_deploy.parse_args(["--sizes", "speech", "--batch", "1,8", "--steps", "30"])
     assert (args.sizes, args.batch, args.steps) == (["speech"], [1, 8], 30)
-    assert set(bench_aoti.TAGGERS) == {"small", "speech"}
+    assert args.paths == ["aoti", "onnx"] and set(bench_deploy.TAGGERS) == {"small", "speech"}
+
+
+def test_tiny_deploy_run_times_eager_and_onnxruntime(capsys):
+    rows = bench_deploy.main(["--sizes", "small", "--paths", "onnx", "--batch", "2",
+                              "--steps", "5", "--calls", "3"])
+    assert [(row["size"], row["batch"], row["steps"]) for row in rows] == [("small", 2, 5)]
+    assert rows[0]["eager"] > 0 and rows[0]["onnx"] > 0
+    assert "small       2     5" in capsys.readouterr().out
 
 
 def test_alternating_timer_alternates_which_goes_first():
