@@ -1,7 +1,7 @@
 """Time the deployed forms of the lstm_ext tagger (examples/tagger.py) against the same model in
 eager mode, on the CPU: its AOTInductor package and its ONNX model in onnxruntime.
 
-    python benchmarks/bench_deploy.py                       # the small and the speech-like tagger
+    python benchmarks/bench_deploy.py                       # small, speech-like and plain taggers
     python benchmarks/bench_deploy.py --sizes speech --batch 1,8 --calls 30 --paths aoti
 
 Each size is exported (dynamic batch and length), then compiled and packaged with
@@ -26,14 +26,16 @@ import lstm_ext
 from benchmarks.alternating import time_alternating
 from examples import tagger
 
+# The tests' tagger; a speech-like one with projection (ONNX: a Scan); one without (ONNX: LSTM).
 TAGGERS = {"small": tagger.TaggerSizes(),
-           "speech": tagger.TaggerSizes(features=80, embedding=256, hidden=512, proj=256, tags=40)}
+           "speech": tagger.TaggerSizes(features=80, embedding=256, hidden=512, proj=256, tags=40),
+           "plain": tagger.TaggerSizes(features=80, embedding=256, hidden=256, proj=0, tags=40)}
 PATHS = ("aoti", "onnx")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="small,speech", help="of " + ", ".join(TAGGERS))
+    parser.add_argument("--sizes", default=",".join(TAGGERS), help="of " + ", ".join(TAGGERS))
     parser.add_argument("--paths", default=",".join(PATHS), help="of " + ", ".join(PATHS))
     parser.add_argument("--batch", default="1,16", help="batch sizes, comma-separated")
     parser.add_argument("--steps", type=int, default=100, help="sequence length")

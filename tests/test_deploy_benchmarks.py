@@ -34,7 +34,7 @@ def test_wrong_stream_stops_the_run(monkeypatch):
 def test_deploy_options_parse():
     args = bench_deploy.parse_args(["--sizes", "speech", "--batch", "1,8", "--steps", "30"])
     assert (args.sizes, args.batch, args.steps) == (["speech"], [1, 8], 30)
-    assert args.paths == ["aoti", "onnx"] and set(bench_deploy.TAGGERS) == {"small", "speech"}
+    assert args.paths == ["aoti", "onnx"] and set(bench_deploy.TAGGERS) == {"small", "speech", "plain"}
 
 
 def test_tiny_deploy_run_times_eager_and_onnxruntime(capsys):
