@@ -148,5 +148,5 @@ def test_importing_lstm_ext_does_not_import_onnxscript(tmp_path):
             "print('onnxscript' in sys.modules, 'lstm_ext.onnx' in sys.modules)")
     environment = {**os.environ, "PYTHONPATH": str(Path(lstm_ext.__file__).resolve().parents[1])}
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                               timeout=120, check=True, cwd=tmp_path, env=environment)
+                               timeout=600, check=True, cwd=tmp_path, env=environment)
     assert completed.stdout.split() == ["False", "False"]
