@@ -38,6 +38,8 @@ def parse_args(argv=None):
     parser.add_argument("--seq-len", type=int, default=20)
     parser.add_argument("--lr", type=float, default=2.0)
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto: one GPU per process where there are GPUs, else the CPU")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("--save", type=Path, default=None,
@@ -54,17 +56,17 @@ def tagging_batch(step, batch, steps, sizes, dtype, seed):
     return inputs, tags
 
 
-def start_process_group():
+def start_process_group(device_choice):
     """(rank, world size, device): from torchrun's environment, or a single process."""
+    use_cuda = device_choice == "cuda" or (device_choice == "auto" and torch.cuda.is_available())
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
     if "WORLD_SIZE" not in os.environ:
-        return 0, 1, torch.device("cpu")
-    if torch.cuda.is_available():
-        local_rank = int(os.environ["LOCAL_RANK"])
-        torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl")
-        return dist.get_rank(), dist.get_world_size(), torch.device("cuda", local_rank)
-    dist.init_process_group("gloo")
-    return dist.get_rank(), dist.get_world_size(), torch.device("cpu")
+        return 0, 1, device
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
 
 
 def train(args, rank, world_size, device):
@@ -99,7 +101,7 @@ def train(args, rank, world_size, device):
 
 def main(argv=None):
     args = parse_args(argv)
-    rank, world_size, device = start_process_group()
+    rank, world_size, device = start_process_group(args.device)
     try:
         if rank == 0:
             print(f"world size {world_size}, {device}, backend "

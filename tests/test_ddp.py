@@ -16,7 +16,7 @@ from examples import ddp_train
 
 REPO = Path(__file__).resolve().parent.parent
 TRAINING = ["--steps", "3", "--batch", "6", "--seq-len", "5", "--dtype", "float64",
-            "--log-every", "1"]
+            "--log-every", "1", "--device", "cpu"]
 
 
 def free_port():
