@@ -16,7 +16,8 @@ setup: $(VENV)/.lstm_ext-installed
 
 $(VENV)/.torch-installed:
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q "$(TORCH_SPEC)" numpy ninja pytest hypothesis expecttest matplotlib tqdm setuptools wheel
+	$(VENV)/bin/pip install -q "$(TORCH_SPEC)" numpy ninja pytest hypothesis expecttest matplotlib tqdm setuptools wheel \
+		onnx onnxscript onnxruntime
 	touch $@
 
 $(VENV)/.lstm_ext-installed: $(VENV)/.torch-installed $(SOURCES)

@@ -118,3 +118,31 @@ def test_forward_and_backward_are_bitwise_repeatable(device, reverse):
     for _ in range(3):
         for a, b in zip(first, run()):
             assert torch.equal(a, b)
+
+
+def misaligned_copy(tensor, offset_bytes):
+    """A copy of `tensor` whose data starts `offset_bytes` past a 64-byte boundary."""
+    floats = offset_bytes // tensor.element_size()
+    storage = torch.empty(tensor.numel() + 64, dtype=tensor.dtype)
+    start = (-storage.data_ptr() // tensor.element_size()) % 16 + floats
+    copy = storage[start:start + tensor.numel()].view_as(tensor)
+    copy.copy_(tensor)
+    assert copy.data_ptr() % 64 == offset_bytes
+    return copy
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_misaligned_weights_give_the_aligned_results(batch):
+    # AOTInductor hands a CPU model's weights over 16-byte aligned.
+    torch.manual_seed(4)
+    H, P, I, T = 40, 24, 8, 6
+    weights = [torch.randn(4 * H, I), torch.randn(4 * H, P), torch.randn(4 * H),
+               torch.randn(4 * H), torch.randn(P, H)]
+    input, batch_sizes = torch.randn(T * batch, I), torch.full((T,), batch)
+    h0, c0 = torch.randn(batch, P), torch.randn(batch, H)
+    with torch.no_grad():
+        expected = lstm_ext.lstm_layer(input, batch_sizes, h0, c0, *weights)
+        misaligned = [misaligned_copy(weight, 16) for weight in weights]
+        actual = lstm_ext.lstm_layer(input, batch_sizes, h0, c0, *misaligned)
+    for a, b in zip(actual, expected):
+        assert torch.equal(a, b)

@@ -3,6 +3,7 @@
 // layer kernel or one step at a time through ATen and the backend's step kernels.
 #include <ATen/ops/add.h>
 #include <ATen/ops/addmm.h>
+#include <ATen/ops/clone.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 
@@ -47,6 +48,16 @@ at::Tensor summed_bias(const std::optional<at::Tensor>& b_ih,
   return at::Tensor();
 }
 
+// `weight` contiguous and 64-byte aligned, copied where it is not: the layer kernels read the
+// recurrent weights every step in full vectors, which a misaligned weight splits across cache
+// lines. AOTInductor keeps a CPU model's constants 16-byte aligned.
+at::Tensor aligned_contiguous(const at::Tensor& weight) {
+  constexpr uintptr_t kAlignment = 64;
+  const auto address = reinterpret_cast<uintptr_t>(weight.const_data_ptr());
+  if (weight.is_contiguous() && address % kAlignment == 0) return weight;
+  return weight.clone(at::MemoryFormat::Contiguous);  // the CPU allocator aligns to 64 bytes
+}
+
 ForwardBuffers allocate_forward(const ForwardArgs& args, int64_t gate_rows,
                                 const Backend& backend) {
   const LayerSizes& sizes = args.sizes;
@@ -76,8 +87,8 @@ void run_float_layer(const ForwardArgs& args, const std::vector<StepLayout>& ste
   const at::Tensor input = args.input.contiguous();
   // W_ih only for the kernel's own projection.
   const at::Tensor w_ih = input_projected_first ? at::Tensor() : args.w_ih.contiguous();
-  const at::Tensor w_hh = args.w_hh.contiguous();
-  const at::Tensor w_hr = sizes.has_projection ? args.w_hr->contiguous() : at::Tensor();
+  const at::Tensor w_hh = aligned_contiguous(args.w_hh);
+  const at::Tensor w_hr = sizes.has_projection ? aligned_contiguous(*args.w_hr) : at::Tensor();
   const at::Tensor w_ih_t_scratch =
       input_projected_first ? at::Tensor() : backend.empty({sizes.input_size, 4 * H}, options);
   const at::Tensor w_hh_t_scratch = backend.empty({sizes.recurrent_size, 4 * H}, options);
