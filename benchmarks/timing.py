@@ -28,20 +28,21 @@ def _timing(times: list[float]) -> Timing:
 
 
 def alternate(fns: dict[str, Callable], min_run_time: float,
-              synchronize: Callable[[], None] = lambda: None) -> dict[str, Timing]:
+              synchronize: Callable[[], None] = lambda: None, min_rounds: int = MIN_ROUNDS,
+              warmup_rounds: int = WARMUP_ROUNDS) -> dict[str, Timing]:
     """Rounds of one call of each function, timed call by call, until the functions have had
-    min_run_time seconds each on average (and at least MIN_ROUNDS rounds): every function gets
+    min_run_time seconds each on average (and at least min_rounds rounds): every function gets
     the same rounds, so a slow stretch of a shared machine slows them all alike.
 
     synchronize waits for the device before and after each call (CUDA work is asynchronous)."""
     names = list(fns)
-    for _ in range(WARMUP_ROUNDS):
+    for _ in range(warmup_rounds):
         for name in names:
             fns[name]()
     times = {name: [] for name in names}
     budget = min_run_time * len(names)
     rounds, started = 0, time.perf_counter()
-    while rounds < MIN_ROUNDS or time.perf_counter() - started < budget:
+    while rounds < min_rounds or time.perf_counter() - started < budget:
         # Each round starts one further along, so that no function always follows the same one.
         for name in names[rounds % len(names):] + names[:rounds % len(names)]:
             synchronize()

@@ -45,11 +45,11 @@ def test_tiny_deploy_run_times_eager_and_onnxruntime(capsys):
     assert "small       2     5" in capsys.readouterr().out
 
 
-def test_alternating_timer_alternates_which_goes_first():
+def test_alternating_timer_feeds_each_round_one_input_and_rotates_the_order():
     calls = []
     runs = {"a": lambda input: calls.append(("a", input)),
             "b": lambda input: calls.append(("b", input))}
     medians = alternating.time_alternating(runs, [1, 2, 3], calls=4, warmup_calls=1)
     assert set(medians) == {"a", "b"} and all(median >= 0 for median in medians.values())
-    assert calls == [("a", 1), ("b", 1), ("b", 2), ("a", 2), ("a", 3), ("b", 3), ("b", 1),
-                     ("a", 1), ("a", 2), ("b", 2)]
+    assert calls == [("a", 1), ("b", 1), ("a", 2), ("b", 2), ("b", 3), ("a", 3), ("a", 1),
+                     ("b", 1), ("b", 2), ("a", 2)]

@@ -45,9 +45,8 @@ constexpr int32_t kInfinityBits = 0x7f800000;
 // x with its magnitude limited to `limit` (> 0): the sign kept, NaN kept, +-inf to +-limit. The
 // float clamps `limit < x ? limit : x` it replaces let GCC split each activation into a
 // saturated path, which it folds to a constant, and the rest, then run both under masks (seven
-// divisions per vector where five are needed): with this integer minimum on the magnitude's bits
-// (the bits of non-negative floats order as the floats do) the cell loop runs 1.1x faster (Xeon,
-// AVX-512, H=512).
+// divisions per vector where five are needed); this integer minimum on the magnitude's bits (the
+// bits of non-negative floats order as the floats do) gives it one path.
 inline float clamp_magnitude(float x, float limit) {
   const int32_t bits = float_bits(x);
   const int32_t magnitude = bits & kMagnitudeMask;
@@ -100,9 +99,8 @@ LSTM_HOST_DEVICE acc_t tanh_through_exp(acc_t x) {
 // tanh. On the device, and in double, through exp. On the host in float, Eigen's rational
 // approximation: an odd degree-13 polynomial over an even degree-6 one on [-7.9, 7.9], +-1
 // beyond; absolute and relative error under 4e-7 (the exp form's relative error near 0 reaches
-// 1e-3). It takes no exp: with it, and the exp's single scale above, the CPU cell runs 1.3-1.45x
-// faster on a Xeon (AVX-512, H=512, 64 rows), where the cell is a seventh of a B=256 H=256
-// forward.
+// 1e-3). It takes no exp, which makes it the cheaper of the two on the CPU, where the cell is a
+// sizeable share of a large batch's forward.
 LSTM_HOST_DEVICE float tanh_activation(float x) {
 #if defined(__CUDA_ARCH__)
   return tanh_through_exp(x);

@@ -23,9 +23,8 @@ struct IndexRange {
 };
 
 // The barrier between the steps of a team of threads: a counter and a generation, spinning with
-// pause (then yielding to the scheduler, should the threads outnumber the cores). It made the B=1
-// (H=128) forward 5% faster than OpenMP's barrier on a 2-core Xeon, where that is the step's
-// largest cost after its GEMM.
+// pause (then yielding to the scheduler, should the threads outnumber the cores). At small
+// batches it is a step's largest cost after its GEMM, and it costs less than OpenMP's.
 class StepBarrier {
  public:
   void set_threads(int64_t threads) { threads_ = threads; }
@@ -61,11 +60,7 @@ class StepBarrier {
 // enough for a fast core to take over the last items of a slow one.
 constexpr int64_t kItemsPerThread = 4;
 
-// Columns of a work item at least: narrower GEMM calls cost more than they balance. On a 2-core
-// Xeon, 16-column items made B=1 H=128 trainings 16% slower than one item per thread, 32-column
-// items B=256 H=256 forwards 15% slower; with 64 (alternated with the static split of one block
-// per thread): B=256 H=256 forward 0.98-0.99x the time, B=1 H=128 1.01-1.02x, B=1 and B=8 at
-// H=512 0.89x, B=64 H=512 0.91-0.97x.
+// Columns of a work item at least: narrower GEMM calls cost more than they balance.
 constexpr int64_t kMinItemColumns = 64;
 
 // [0, total) columns as work items of `width` columns (the last one may be narrower).
@@ -94,8 +89,8 @@ inline ColumnItems column_items(int64_t total, int64_t threads) {
 // The work items of one phase of the steps, claimed by a team's threads. Each thread has a home
 // range (the items a static split would give it), claims it in order, so that step after step it
 // mostly reads the same weight panels, and then claims what is left of the others' ranges. No
-// step then waits for a slow core: on the shared 2-core VMs we measure on, one vCPU often ran at
-// half speed for seconds, and with a static split the other sat at every barrier meanwhile.
+// step then waits for a slow core: on shared VMs one vCPU may run at half speed for seconds, and
+// with a static split the other would sit at every barrier meanwhile.
 // Each home range's claims are one atomic word tagged with the round, a number the caller gives
 // each run (from 1, new in each run, and a barrier between two runs), so rounds need no reset.
 // Which thread runs an item does not change its arithmetic: results stay deterministic.
@@ -150,17 +145,13 @@ class StepItems {
   std::vector<Claim> claims_;
 };
 
-// Rows of a step per band of the forward's work items at least (see RowBands). Smaller bands
-// were mixed: 16 rows at B=64 I=H=512 0.97-0.99x the time, but at I=H=256 1.06x; 32 rows at
-// B=128 I=H=256 1.03x; 16 or 32 at B=256 1.02-1.03x.
+// Rows of a step per band of the forward's work items at least (see RowBands): smaller bands
+// make the GEMM calls less efficient than they balance.
 constexpr int64_t kMinBandRows = 64;
 
 // The forward of a step with many rows splits each item of hidden units into bands of rows:
 // an item's gates, just written by its GEMM, are still in L1 when its cell reads them, and the
 // smaller items keep a core from waiting long at the barrier for the other's last item.
-// Alternated call by call on a 2-core Xeon (41-81 rounds, medians), forwards with 64-row bands
-// against whole steps: B=256 T=50 I=H=256 0.88x, 0.99x and 1.01x the time in three runs (the
-// tenth percentile 0.86x, 0.90x, 1.0x), B=128 and B=256 at I=H=512 0.99x; B=256 training 1.01x.
 struct RowBands {
   int64_t count = 1;
   // The band's rows [begin, end) of a step of `rows` rows (some bands empty when rows < count).
