@@ -26,17 +26,24 @@ namespace lstm_ext {
 namespace cpu {
 namespace {
 
+// Which recurrent weights the kernel reads as stored (see reads_as_stored), not as panels.
+struct AsStored {
+  bool w_hh;
+  bool w_hr;
+};
+
 // One thread of a forward layer.
 class ForwardThread {
  public:
   // Reads the params through a copy on this thread's own stack: the caller's struct lies on the
   // main thread's stack, and its fields, reloaded between stores to the buffers, stall whenever
   // it shares its offset within 4 KB with them (4K aliasing).
-  ForwardThread(const LayerForwardParams<float>& params, int64_t thread, bool w_hh_as_stored,
+  ForwardThread(const LayerForwardParams<float>& params, int64_t thread, AsStored as_stored,
                 Team& team)
       : p_(params),
         thread_(thread),
-        w_hh_as_stored_(w_hh_as_stored),
+        w_hh_as_stored_(as_stored.w_hh),
+        w_hr_as_stored_(as_stored.w_hr),
         projection_row_tile_(projection_row_tile(params.input_size, params.hidden_size)),
         forward_cell_(microkernels().forward_cell),
         team_(team) {}
@@ -56,7 +63,7 @@ class ForwardThread {
         pack_gate_panels(p_.w_hh, H, units, gate_panels(p_.w_hh_t, p_.recurrent_size, units));
       }
     });
-    if (p_.w_hr == nullptr) return;
+    if (p_.w_hr == nullptr || w_hr_as_stored_) return;
     // The projection's columns: W_hr's rows transposed into (H, columns) panels.
     team_.state_work.for_home_items(thread_, [&](int64_t item) {
       const IndexRange columns = team_.state_items[item];
@@ -153,8 +160,13 @@ class ForwardThread {
     const int64_t R = p_.recurrent_size;
     const IndexRange columns = team_.state_items[item];
     float* output = p_.output + step.row * R + columns.begin;
-    multiply_columns(step.rows, p_.hidden + step.hidden_row * H, H,
-                     column_panel(p_.w_hr_t, H, columns), output, R);
+    const float* hidden = p_.hidden + step.hidden_row * H;
+    if (w_hr_as_stored_) {
+      multiply_as_stored(step.rows, hidden, H, p_.w_hr + columns.begin * H, H, columns.size(),
+                         output, R);
+    } else {
+      multiply_columns(step.rows, hidden, H, column_panel(p_.w_hr_t, H, columns), output, R);
+    }
     for (int64_t row = step.finished_from; row < step.rows; ++row) {
       std::memcpy(p_.h_n + row * R + columns.begin, output + row * R,
                   columns.size() * sizeof(float));
@@ -164,6 +176,7 @@ class ForwardThread {
   const LayerForwardParams<float> p_;
   const int64_t thread_;
   const bool w_hh_as_stored_;
+  const bool w_hr_as_stored_;
   const int64_t projection_row_tile_;
   decltype(Microkernels::forward_cell) const forward_cell_;
   Team& team_;
@@ -172,7 +185,7 @@ class ForwardThread {
 // A thread's share of the batch rows, run alone: the rows of one sequence depend on no other,
 // so it needs no barrier and reads no other thread's results (see splits_batch).
 void run_batch_share(const LayerForwardParams<float>& p, int64_t thread, int64_t threads,
-                     bool w_hh_as_stored, const Team& shared) {
+                     AsStored as_stored, const Team& shared) {
   const auto [begin, end] = batch_share(p.steps, p.num_steps, threads, thread);
   const std::vector<StepLayout> steps = batch_rows_of(p.steps, p.num_steps, begin, end);
   LayerForwardParams<float> own = p;
@@ -183,7 +196,7 @@ void run_batch_share(const LayerForwardParams<float>& p, int64_t thread, int64_t
   own.c_n += begin * p.hidden_size;
   Team alone;
   alone.set_up_alone(shared);
-  ForwardThread(own, 0, w_hh_as_stored, alone).run_steps();
+  ForwardThread(own, 0, as_stored, alone).run_steps();
 }
 
 }  // namespace
@@ -195,7 +208,8 @@ void layer_forward_float(const LayerForwardParams<float>& p) {
   const int64_t H = p.hidden_size;
   const int64_t R = p.recurrent_size;
   const int64_t max_rows = max_step_rows(p.steps, p.num_steps);
-  const bool w_hh_as_stored = reads_w_hh_as_stored(max_rows, H, R);
+  const AsStored as_stored = {reads_as_stored(max_rows, 4 * H * R * int64_t(sizeof(float))),
+                              reads_as_stored(max_rows, R * H * int64_t(sizeof(float)))};
   const int64_t weight_bytes = recurrent_weight_bytes(H, R, p.w_hr);
   Team team;
 #pragma omp parallel num_threads(static_cast<int>(layer_threads(max_rows, H, R)))
@@ -206,11 +220,11 @@ void layer_forward_float(const LayerForwardParams<float>& p) {
 #pragma omp single
     team.set_up(threads, H, R, !split && reverses_traversal(max_rows, weight_bytes, threads),
                 split ? RowBands() : row_bands(max_rows));
-    ForwardThread shared(p, thread, w_hh_as_stored, team);
+    ForwardThread shared(p, thread, as_stored, team);
     shared.pack_panels();
     team.barrier.wait();
     if (split) {
-      run_batch_share(p, thread, threads, w_hh_as_stored, team);
+      run_batch_share(p, thread, threads, as_stored, team);
     } else {
       shared.run_steps();
     }

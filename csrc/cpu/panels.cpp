@@ -95,6 +95,12 @@ void add_to_gates_as_stored(int64_t rows, const float* A, int64_t K, const c10::
                           microkernels().dot_gemm_bfloat16);
 }
 
+void multiply_as_stored(int64_t rows, const float* A, int64_t lda, const float* w, int64_t K,
+                        int64_t n, float* C, int64_t ldc) {
+  if (rows == 0) return;
+  microkernels().dot_gemm_float({rows, n, K, A, lda, w, K, C, ldc, /*add_C=*/false});
+}
+
 void multiply_columns(int64_t rows, const float* A, int64_t lda, const BlockedPanel& w, float* C,
                       int64_t ldc) {
   if (rows == 0) return;

@@ -56,6 +56,10 @@ void add_to_gates_as_stored(int64_t rows, const float* A, int64_t K, const float
 void add_to_gates_as_stored(int64_t rows, const float* A, int64_t K, const c10::BFloat16* w,
                             int64_t H, float* gates, IndexRange units, bool reversed);
 
+// C (rows, n) = A (rows, K) W^T for rows <= kSmallRows, with W (n, K; row stride K) as stored.
+void multiply_as_stored(int64_t rows, const float* A, int64_t lda, const float* w, int64_t K,
+                        int64_t n, float* C, int64_t ldc);
+
 // C (rows, w.n) = A (rows, w.K) w.
 void multiply_columns(int64_t rows, const float* A, int64_t lda, const BlockedPanel& w, float* C,
                       int64_t ldc);

@@ -74,12 +74,14 @@ int64_t projection_chunk_rows(int64_t input_size, int64_t hidden_size, int64_t e
 #if LSTM_EXT_HAS_CPU_LAYER_KERNELS
 // Steps of at most kMaxRowsProjectedFirst rows, with a W_ih that takes longer to transpose into
 // the kernel's panels than ATen's GEMM (which reads it as stored) takes to run, have the driver
-// project their input first. So do steps of at least kMinRowsProjectedFirstByMkl rows where MKL
+// project their input first: a W_ih of half an L2 or more, or any where the layer has fewer than
+// kMinRowsToTranspose rows in all (a chunk of a stream). So do steps of at least kMinRowsProjectedFirstByMkl rows where MKL
 // is the GEMM of that size and the W_ih panels stream, and every training on Intel (the gates of
 // all rows are kept anyway, and MKL runs one GEMM over them at its full rate). Inference only
 // up to kMaxUnsavedGatesProjectedFirst bytes of gates: an inference over long sequences should
 // not need as much memory as a training step.
 constexpr int64_t kMaxRowsProjectedFirst = 16;
+constexpr int64_t kMinRowsToTranspose = 64;
 constexpr int64_t kMinRowsProjectedFirstByMkl = 32;
 constexpr int64_t kMaxUnsavedGatesProjectedFirst = int64_t(128) << 20;
 
@@ -94,7 +96,8 @@ bool projects_input_first(int64_t rows, int64_t max_step_rows, int64_t input_siz
     return true;
   }
   return max_step_rows <= kMaxRowsProjectedFirst &&
-         4 * hidden_size * input_size * kFloatBytes >= cache_sizes().l2 / 2;
+         (rows < kMinRowsToTranspose ||
+          4 * hidden_size * input_size * kFloatBytes >= cache_sizes().l2 / 2);
 }
 
 #endif
@@ -110,9 +113,9 @@ int64_t layer_threads(int64_t max_rows, int64_t H, int64_t R) {
 // Steps of at most this many rows read W_hh as stored whatever its size.
 constexpr int64_t kMaxRowsAlwaysAsStored = 2;
 
-bool reads_w_hh_as_stored(int64_t max_rows, int64_t H, int64_t R) {
+bool reads_as_stored(int64_t max_rows, int64_t weight_bytes) {
   return max_rows <= kMaxRowsAlwaysAsStored ||
-         (max_rows <= kSmallRows && 4 * H * R * kFloatBytes > cache_sizes().l2);
+         (max_rows <= kSmallRows && weight_bytes > cache_sizes().l2);
 }
 
 // Rows per thread at least for the batch split: with fewer, a thread's steps are too small for
