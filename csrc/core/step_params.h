@@ -19,7 +19,8 @@ LSTM_HOST_DEVICE ForwardStepParams<scalar_t> forward_step_params(const Step& ste
                                                                  const scalar_t* c0,
                                                                  const scalar_t* bias) {
   ForwardStepParams<scalar_t> params;
-  params.gates = gates + step.gate_row * 4 * H;
+  // 4 * H first: 64-bit products even for a Step of 32-bit rows.
+  params.gates = gates + step.gate_row * (4 * H);
   params.prev_cell = cells + step.prev_cell_row * H;
   params.initial_cell = c0;
   params.cell = cells + step.cell_row * H;
@@ -41,14 +42,14 @@ LSTM_HOST_DEVICE BackwardStepParams<scalar_t> backward_step_params(
     const scalar_t* c0, const scalar_t* grad_hidden, int64_t grad_hidden_stride,
     const scalar_t* grad_hidden_recurrent, scalar_t* grad_cell, scalar_t* grad_gates) {
   BackwardStepParams<scalar_t> params;
-  params.gates = gates + step.gate_row * 4 * H;
+  params.gates = gates + step.gate_row * (4 * H);
   params.cell = cells + step.cell_row * H;
   params.prev_cell = cells + step.prev_cell_row * H;
   params.initial_cell = c0;
   params.grad_hidden = grad_hidden;
   params.grad_hidden_recurrent = grad_hidden_recurrent;
   params.grad_cell = grad_cell;
-  params.grad_gates = grad_gates + step.gate_row * 4 * H;
+  params.grad_gates = grad_gates + step.gate_row * (4 * H);
   params.rows = step.rows;
   params.hidden_size = H;
   params.grad_hidden_stride = grad_hidden_stride;

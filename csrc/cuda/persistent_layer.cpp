@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "cuda/persistent_forward.h"
 
@@ -63,6 +64,14 @@ PersistentForwardParams kernel_params(const LayerForwardParams<float>& params) {
 
 int64_t persistent_launches() { return launch_count.load(std::memory_order_relaxed); }
 
+// The current device's budget in cuda_persistent_plan's argument order (after the layer's).
+std::vector<int64_t> persistent_budget() {
+  const DeviceBudget budget = persistent_forward_budget();
+  return {budget.multiprocessors,         budget.shared_bytes_per_multiprocessor,
+          budget.shared_bytes_per_block,  budget.reserved_shared_bytes_per_block,
+          budget.registers_per_multiprocessor, budget.registers_per_thread};
+}
+
 }  // namespace
 
 bool takes_persistent_forward(int64_t rows, int64_t hidden_size, int64_t recurrent_size,
@@ -93,6 +102,9 @@ TORCH_LIBRARY_FRAGMENT(lstm_ext, m) {
   // Persistent forward launches so far: tests read it before and after a call to know whether
   // the persistent kernel ran.
   m.def("cuda_persistent_launches() -> int", &cuda::persistent_launches);
+  // The current device's figures that the persistent kernel's plan takes
+  // (cuda_persistent_plan's arguments after the layer's): tests find the device's edge with it.
+  m.def("cuda_persistent_budget() -> int[]", &cuda::persistent_budget);
 }
 
 }  // namespace lstm_ext
