@@ -66,16 +66,37 @@ __device__ CtaSlice cta_slice(const PersistentForwardParams& layer, float* share
   return cta;
 }
 
+// Loads in flight per lane when staging rows: L2's latency is paid once per batch of them, and
+// a step stages all of h_{t-1} (at B = 64, R = 512 a lane's share is 64 values per tile).
+constexpr int kLoadsInFlight = 16;
+constexpr int64_t kChunkWidth = kWarpSize * kLoadsInFlight;
+
 // Copies `rows` rows of `width` floats, row r from source_row(r), into `shared` (rows, width):
-// warps take rows, lanes columns. Loads go through L2 only: rows that other CTAs wrote during
-// this launch may be stale in this multiprocessor's L1.
+// warps take chunks of kChunkWidth columns of a row, each lane kLoadsInFlight of them, loaded
+// before any is stored. Loads go through L2 only: rows that other CTAs wrote during this launch
+// may be stale in this multiprocessor's L1.
 template <typename SourceRow>
 __device__ void load_rows(float* shared, int64_t rows, int64_t width, SourceRow source_row) {
   const int warp = threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
-  for (int64_t r = warp; r < rows; r += kWarps) {
+  const int64_t chunks_per_row = ceil_div(width, kChunkWidth);
+  for (int64_t item = warp; item < rows * chunks_per_row; item += kWarps) {
+    const int64_t r = item / chunks_per_row;
+    const int64_t first_column = (item % chunks_per_row) * kChunkWidth + lane;
     const float* source = source_row(r);
-    for (int64_t k = lane; k < width; k += kWarpSize) shared[r * width + k] = __ldcg(source + k);
+    float values[kLoadsInFlight];
+    // Past the row's end a lane loads its last value again, unpredicated: predicated loads
+    // would be issued a few at a time, as predicate registers allow.
+#pragma unroll
+    for (int i = 0; i < kLoadsInFlight; ++i) {
+      const int64_t k = first_column + i * kWarpSize;
+      values[i] = __ldcg(source + (k < width ? k : width - 1));
+    }
+#pragma unroll
+    for (int i = 0; i < kLoadsInFlight; ++i) {
+      const int64_t k = first_column + i * kWarpSize;
+      if (k < width) shared[r * width + k] = values[i];
+    }
   }
 }
 
