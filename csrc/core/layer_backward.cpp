@@ -230,7 +230,7 @@ backward_layer(const BackwardArgs& args, const at::Tensor& grad_h_n, const at::T
   const bool is_float = args.input.scalar_type() == at::kFloat;
   const std::vector<StepLayout> steps = plan_steps(sizes.batch_sizes, reverse);
   const BackwardBuffers out = allocate_backward(args, grad_h_n, grad_c_n, backend);
-  if (backend.float_layer != nullptr && is_float) {
+  if (backend.float_layer != nullptr && backend.float_layer->backward != nullptr && is_float) {
     run_float_layer(args, steps, out, backend);
   } else {
     run_aten_steps(args, steps, out, backend);

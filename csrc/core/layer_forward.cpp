@@ -180,8 +180,12 @@ forward_layer(const ForwardArgs& args, bool reverse, const Backend& backend,
               const at::Tensor& w_hh_bfloat16) {
   const LayerSizes& sizes = args.sizes;
   const LayerPolicy* policy = backend.policy;
+  const FloatLayerKernels* float_layer = backend.float_layer;
   const bool layer_kernel =
-      backend.float_layer != nullptr && args.input.scalar_type() == at::kFloat;
+      float_layer != nullptr && args.input.scalar_type() == at::kFloat &&
+      (float_layer->takes_forward == nullptr ||
+       float_layer->takes_forward(sizes.rows, sizes.hidden_size, sizes.recurrent_size,
+                                  sizes.has_projection));
   const bool input_projected_first =
       layer_kernel && policy != nullptr &&
       policy->projects_input_first(sizes.rows, sizes.batch, sizes.input_size, sizes.hidden_size,

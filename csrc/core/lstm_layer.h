@@ -18,6 +18,7 @@
 #include <tuple>
 
 #include "core/lstm_math.h"
+#include "core/step_params.h"
 
 namespace lstm_ext {
 
@@ -43,52 +44,6 @@ struct StepLayout {
   int64_t project_gate_row;
   int64_t project_steps;
 };
-
-// The pointwise pass of `step` over buffers laid out as `step` says: gates (., 4H), cells and
-// hidden (., H) from their first rows, c0 (B, H); bias (4H) or nullptr (see
-// ForwardStepParams::bias).
-template <typename scalar_t>
-ForwardStepParams<scalar_t> forward_step_params(const StepLayout& step, int64_t H,
-                                                scalar_t* gates, scalar_t* cells,
-                                                scalar_t* hidden, const scalar_t* c0,
-                                                const scalar_t* bias) {
-  ForwardStepParams<scalar_t> params;
-  params.gates = gates + step.gate_row * 4 * H;
-  params.prev_cell = cells + step.prev_cell_row * H;
-  params.initial_cell = c0;
-  params.cell = cells + step.cell_row * H;
-  params.hidden = hidden + step.hidden_row * H;
-  params.rows = step.rows;
-  params.hidden_size = H;
-  params.hidden_stride = H;
-  params.carried_rows = step.carried_rows;
-  params.bias = bias;
-  return params;
-}
-
-// The backward pass of `step` over the saved gates (N, 4H) and cells (N, H), c0 (B, H), writing
-// grad_gates (N, 4H) and updating grad_cell (B, H). dL/dh_t of the step's rows is grad_hidden
-// (row stride grad_hidden_stride) plus grad_hidden_recurrent (B, H) when that is not nullptr.
-template <typename scalar_t>
-BackwardStepParams<scalar_t> backward_step_params(
-    const StepLayout& step, int64_t H, const scalar_t* gates, const scalar_t* cells,
-    const scalar_t* c0, const scalar_t* grad_hidden, int64_t grad_hidden_stride,
-    const scalar_t* grad_hidden_recurrent, scalar_t* grad_cell, scalar_t* grad_gates) {
-  BackwardStepParams<scalar_t> params;
-  params.gates = gates + step.gate_row * 4 * H;
-  params.cell = cells + step.cell_row * H;
-  params.prev_cell = cells + step.prev_cell_row * H;
-  params.initial_cell = c0;
-  params.grad_hidden = grad_hidden;
-  params.grad_hidden_recurrent = grad_hidden_recurrent;
-  params.grad_cell = grad_cell;
-  params.grad_gates = grad_gates + step.gate_row * 4 * H;
-  params.rows = step.rows;
-  params.hidden_size = H;
-  params.grad_hidden_stride = grad_hidden_stride;
-  params.carried_rows = step.carried_rows;
-  return params;
-}
 
 // A whole forward layer, for backends that run its step loop in one parallel region. Buffers
 // are indexed by the rows of `steps`; R = P with w_hr, else H. The kernel writes the transposed
@@ -186,12 +141,20 @@ struct StepKernels {
 };
 
 // A backend's whole float32 layers: the step loops of a layer in one parallel region (the CPU
-// path, where raw GEMM kernels in one region beat per-step ATen calls at every batch size).
+// path, where raw GEMM kernels in one region beat per-step ATen calls at every batch size), or
+// in one persistent kernel (CUDA, where the recurrent weights fit on chip).
 struct FloatLayerKernels {
   // A whole forward layer (the input projections of the chunks that `steps` name, every step,
   // the output projection); the driver only allocates and lays out its buffers.
   void (*forward)(const LayerForwardParams<float>&);
+  // Null: the backward's step loop runs one step at a time (ATen and the step kernels).
   void (*backward)(const LayerBackwardParams<float>&);
+  // Whether `forward` takes a layer of N rows, H, R and a projection or not, asked per call
+  // (the answer may depend on the device and the environment); null: every float32 layer.
+  bool (*takes_forward)(int64_t rows, int64_t hidden_size, int64_t recurrent_size,
+                        bool has_projection) = nullptr;
+  // Whether 16-bit layers run through these kernels widened to float32 (widening.h).
+  bool widens_16bit_layers = true;
 };
 
 // How the driver plans a layer for a backend; each hook is asked per call (the answers depend on

@@ -235,6 +235,20 @@ LSTM_HOST_DEVICE void lstm_forward_element(const ForwardStepParams<scalar_t>& p,
   p.hidden[row * p.hidden_stride + col] = static_cast<scalar_t>(out.hidden);
 }
 
+// Adds `recurrent`, the four gates' h_{t-1} W_hh^T products of (row, col) in gate order, to the
+// step's pre-activations, for lstm_forward_element to run the cell on: kernels that compute
+// these products themselves (the persistent CUDA kernel) add them here rather than in a GEMM.
+template <typename scalar_t, typename acc_t>
+LSTM_HOST_DEVICE void add_recurrent_element(const ForwardStepParams<scalar_t>& p, int64_t row,
+                                            int64_t col, const acc_t (&recurrent)[4]) {
+  const int64_t H = p.hidden_size;
+  scalar_t* gate_row = p.gates + row * 4 * H;
+  for (int gate = 0; gate < 4; ++gate) {
+    scalar_t& pre_activation = gate_row[gate * H + col];
+    pre_activation = static_cast<scalar_t>(static_cast<acc_t>(pre_activation) + recurrent[gate]);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Backward step: parameters and the indexing of one (row, col).
 template <typename scalar_t>

@@ -3,7 +3,7 @@
 namespace lstm_ext {
 
 bool widens_to_float(const at::Tensor& input, const Backend& backend) {
-  return backend.float_layer != nullptr &&
+  return backend.float_layer != nullptr && backend.float_layer->widens_16bit_layers &&
          (input.scalar_type() == at::kHalf || input.scalar_type() == at::kBFloat16);
 }
 

@@ -10,10 +10,10 @@
 namespace lstm_ext {
 
 // Whether a layer of `input`'s dtype runs through the backend's float32 layer kernels. Where a
-// backend has them (the CPU), 16-bit GEMMs may have no faster hardware to run on, and a step
-// loop of ATen calls forgoes all that the layer kernels gain. The layer then keeps h and c in
-// float32 between steps (more accurate than rounding them to 16 bits at each step); what it
-// stores and returns stays 16-bit.
+// backend has them and they ask for it (the CPU; FloatLayerKernels::widens_16bit_layers), 16-bit
+// GEMMs may have no faster hardware to run on, and a step loop of ATen calls forgoes all that
+// the layer kernels gain. The layer then keeps h and c in float32 between steps (more accurate
+// than rounding them to 16 bits at each step); what it stores and returns stays 16-bit.
 bool widens_to_float(const at::Tensor& input, const Backend& backend);
 
 // `tensor` in `dtype`, contiguous, in a buffer of backend.empty's: the CPU's buffer cache then
