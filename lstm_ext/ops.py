@@ -87,11 +87,12 @@ def _backward(ctx, grad_output, grad_h_n, grad_c_n, *_grads_of_saved_activations
     if not grad_weights_mask:
         return (grad_input if grad_input_mask else None, None, grad_h0, grad_c0, *([None] * 7))
     has_b_ih, has_b_hh = ctx.has_bias
-    # Both biases get the same gradient tensor: autograd copies it where it must (a leaf's
-    # first .grad) in C++, cheaper than a clone here.
+    # Both biases have the same gradient, but each parameter gets a tensor of its own: a caller
+    # of torch.autograd.grad may edit one in place (a copy of 4H elements).
+    grad_b_ih = grad_bias if has_b_ih else None
+    grad_b_hh = (grad_bias.clone() if has_b_ih else grad_bias) if has_b_hh else None
     return (grad_input if grad_input_mask else None, None, grad_h0, grad_c0, grad_w_ih,
-            grad_w_hh, grad_bias if has_b_ih else None, grad_bias if has_b_hh else None,
-            grad_w_hr if w_hr is not None else None, None, None)
+            grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr if w_hr is not None else None, None, None)
 
 
 torch.library.register_autograd("lstm_ext::lstm_layer_forward", _backward,
