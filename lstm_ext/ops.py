@@ -8,6 +8,8 @@ one step after another; N = sum(batch_sizes) rows, B = batch_sizes[0].
 
 import torch
 
+from lstm_ext import reference
+
 try:
     from lstm_ext import _C  # noqa: F401  (loading it registers torch.ops.lstm_ext)
 except ImportError as error:
@@ -58,11 +60,10 @@ def _lstm_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, batch_size
 def _setup_context(ctx, inputs, output):
     input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_for_backward = inputs
     layer_output, _, _, gates, cells, hidden = output
-    ctx.save_for_backward(input, batch_sizes, h0, c0, w_ih, w_hh, w_hr, layer_output, gates,
-                          cells, hidden)
+    ctx.save_for_backward(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, layer_output,
+                          gates, cells, hidden)
     ctx.reverse = reverse
     ctx.saved_activations = save_for_backward
-    ctx.has_bias = (b_ih is not None, b_hh is not None)
 
 
 def _backward(ctx, grad_output, grad_h_n, grad_c_n, *_grads_of_saved_activations):
@@ -70,8 +71,43 @@ def _backward(ctx, grad_output, grad_h_n, grad_c_n, *_grads_of_saved_activations
         raise RuntimeError(
             "lstm_ext.lstm_layer_forward was called with save_for_backward=False and cannot be "
             "differentiated; call it with save_for_backward=True (lstm_ext.ops.lstm_layer does)")
-    (input, batch_sizes, h0, c0, w_ih, w_hh, w_hr, output, gates, cells,
+    grads = (grad_output, grad_h_n, grad_c_n)
+    # Grad mode is on in a backward that builds a graph (create_graph=True, torch.func): the
+    # fused backward operator has no derivative of its own, so the gradients are recomputed in
+    # differentiable ops instead.
+    if torch.is_grad_enabled():
+        return _backward_by_recomputation(ctx, grads)
+    return _fused_backward(ctx, grads)
+
+
+# The positions of the differentiable tensors among lstm_layer_forward's arguments.
+_DIFFERENTIABLE_ARGUMENTS = (0, 2, 3, 4, 5, 6, 7, 8)
+
+
+def _backward_by_recomputation(ctx, grads):
+    """The gradients as differentiable functions of the layer's arguments and `grads`, through
+    lstm_ext.reference's step loop on the same packed rows: gradients of gradients, to any
+    order."""
+    input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, *_ = ctx.saved_tensors
+    arguments = (input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
+    wanted = [i for i in _DIFFERENTIABLE_ARGUMENTS if ctx.needs_input_grad[i]]
+    with torch.enable_grad():
+        outputs = reference.lstm_layer(*arguments, reverse=ctx.reverse)
+    used = [(output, grad) for output, grad in zip(outputs, grads) if grad is not None]
+    computed = torch.autograd.grad([output for output, _ in used], [arguments[i] for i in wanted],
+                                   [grad for _, grad in used], create_graph=True,
+                                   allow_unused=True)
+    result = [None] * 11
+    for index, grad in zip(wanted, computed):
+        result[index] = grad
+    return tuple(result)
+
+
+def _fused_backward(ctx, grads):
+    """The gradients from the fused backward operator (not differentiable itself)."""
+    (input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, output, gates, cells,
      hidden) = ctx.saved_tensors
+    grad_output, grad_h_n, grad_c_n = grads
     grad_output = torch.zeros_like(output) if grad_output is None else grad_output
     grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
     grad_c_n = torch.zeros_like(c0) if grad_c_n is None else grad_c_n
@@ -86,11 +122,10 @@ def _backward(ctx, grad_output, grad_h_n, grad_c_n, *_grads_of_saved_activations
         gates, cells, hidden, ctx.reverse, grad_input_mask, grad_weights_mask)
     if not grad_weights_mask:
         return (grad_input if grad_input_mask else None, None, grad_h0, grad_c0, *([None] * 7))
-    has_b_ih, has_b_hh = ctx.has_bias
     # Both biases have the same gradient, but each parameter gets a tensor of its own: a caller
     # of torch.autograd.grad may edit one in place (a copy of 4H elements).
-    grad_b_ih = grad_bias if has_b_ih else None
-    grad_b_hh = (grad_bias.clone() if has_b_ih else grad_bias) if has_b_hh else None
+    grad_b_ih = grad_bias if b_ih is not None else None
+    grad_b_hh = (grad_bias.clone() if b_ih is not None else grad_bias) if b_hh is not None else None
     return (grad_input if grad_input_mask else None, None, grad_h0, grad_c0, grad_w_ih,
             grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr if w_hr is not None else None, None, None)
 
