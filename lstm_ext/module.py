@@ -132,7 +132,7 @@ class LSTM(nn.Module):
             h0, c0 = self._zero_states(rows, batch)
         else:
             self._check_state_count(hx)
-            self._check_state_sizes(hx, batch)
+            self._check_states(hx, batch, rows)
             h0, c0 = _select_batch(hx, sorted_indices)  # in the sorted order of the rows
         output, h_n, c_n = self._run_layers(rows, batch_sizes, h0, c0)
         return (PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices),
@@ -163,7 +163,7 @@ class LSTM(nn.Module):
                     f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
             self._check_state_count(hx)
             h0, c0 = hx if is_batched else (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
-            self._check_state_sizes((h0, c0), batch)
+            self._check_states((h0, c0), batch, input)
         if steps == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         # A padded batch is the packed layout with every sequence running every step; for a
@@ -248,6 +248,10 @@ class LSTM(nn.Module):
                 f"RNN input dtype ({input.dtype}) does not match weight dtype ({weight.dtype}). "
                 f"Convert input: input.to({weight.dtype}), or convert model: "
                 f"model.to({input.dtype})")
+        if input.device != weight.device:
+            raise RuntimeError("Input and parameter tensors are not at the same device, found "
+                               f"input tensor at {input.device} and parameter tensor at "
+                               f"{weight.device}")
         if input.dim() != expected_dim:
             raise RuntimeError(f"input must have {expected_dim} dimensions, got {input.dim()}")
         if self.input_size != input.size(-1):
@@ -258,7 +262,8 @@ class LSTM(nn.Module):
         if len(hx) != 2:
             raise RuntimeError("lstm expects two hidden states")
 
-    def _check_state_sizes(self, hx, batch):
+    def _check_states(self, hx, batch, input):
+        """hx's sizes, then its devices, with nn.LSTM's messages."""
         num_states = self.num_layers * (2 if self.bidirectional else 1)
         recurrent_size = self.proj_size if self.proj_size > 0 else self.hidden_size
         expected_sizes = ((num_states, batch, recurrent_size),
@@ -267,6 +272,11 @@ class LSTM(nn.Module):
             if state.size() != expected:
                 raise RuntimeError(f"Expected hidden[{index}] size {expected}, got "
                                    f"{list(state.size())}")
+        for state in hx:
+            if state.device != input.device:
+                raise RuntimeError("Input and hidden tensors are not at the same device, found "
+                                   f"input tensor at {input.device} and hidden tensor at "
+                                   f"{state.device}")
 
 
 def _select_batch(hx, indices):

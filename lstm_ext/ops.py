@@ -1,6 +1,6 @@
-"""The compiled operators torch.ops.lstm_ext.*: their fake (meta) implementations for
-torch.compile, their autograd wiring, and `lstm_layer`, the differentiable layer on the packed
-time-major layout that the public API is built on.
+"""The compiled operators torch.ops.lstm_ext.*: their autograd wiring (their fake implementations
+are in _fakes) and `lstm_layer`, the differentiable layer on the packed time-major layout that
+the public API is built on.
 
 Layout (see csrc/lstm_layer.h): the rows of step t are the first batch_sizes[t] sequences, stored
 one step after another; N = sum(batch_sizes) rows, B = batch_sizes[0].
@@ -19,42 +19,12 @@ except ImportError as error:
         "-e .` (or `python setup.py build_ext --inplace`); see the README."
     ) from error
 
+from lstm_ext import _fakes  # noqa: E402,F401  (registers the operators' fake implementations)
+
 
 def cuda_available() -> bool:
     """Whether the CUDA kernels were built into this installation (a GPU may still be absent)."""
     return torch._C._dispatch_has_kernel_for_dispatch_key("lstm_ext::lstm_layer_forward", "CUDA")
-
-
-@torch.library.register_fake("lstm_ext::lstm_layer_forward")
-def _lstm_layer_forward_fake(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
-                             save_for_backward):
-    rows = input.shape[0]
-    hidden_size = w_ih.shape[0] // 4
-    recurrent_size = w_hr.shape[0] if w_hr is not None else hidden_size
-    empty = input.new_empty((0,))
-    output = input.new_empty((rows, recurrent_size))
-    h_n = input.new_empty(h0.shape)
-    c_n = input.new_empty(c0.shape)
-    if not save_for_backward:
-        return output, h_n, c_n, empty, input.new_empty((0,)), input.new_empty((0,))
-    gates = input.new_empty((rows, 4 * hidden_size))
-    cells = input.new_empty((rows, hidden_size))
-    hidden = input.new_empty((rows, hidden_size)) if w_hr is not None else empty
-    return output, h_n, c_n, gates, cells, hidden
-
-
-@torch.library.register_fake("lstm_ext::lstm_layer_backward")
-def _lstm_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, c0, w_ih,
-                              w_hh, w_hr, output, gates, cells, hidden, reverse, grad_input_mask,
-                              grad_weights_mask):
-    grad_input = torch.empty_like(input) if grad_input_mask else input.new_empty((0,))
-    if not grad_weights_mask:
-        return (grad_input, torch.empty_like(h0), torch.empty_like(c0),
-                *(input.new_empty((0,)) for _ in range(4)))
-    grad_w_hr = torch.empty_like(w_hr) if w_hr is not None else input.new_empty((0,))
-    return (grad_input, torch.empty_like(h0), torch.empty_like(c0),
-            torch.empty_like(w_ih), torch.empty_like(w_hh), w_ih.new_empty((w_ih.shape[0],)),
-            grad_w_hr)
 
 
 def _setup_context(ctx, inputs, output):

@@ -110,6 +110,11 @@ OPERATOR_ERRORS = [
     (dict(c0=torch.zeros(2, 5, dtype=torch.float64)),
      "c0 has dtype Double, expected Float like input"),
     (dict(input=torch.zeros(6, 4, dtype=torch.int32)), "input has dtype Int, expected one of"),
+    # A meta argument sends the call to the fake implementation, which must refuse it too.
+    (dict(h0=torch.zeros(2, 3, device="meta")), "h0 is on meta, expected cpu like input"),
+    (dict(w_hr=torch.zeros(3, 5, device="meta")), "w_hr is on meta, expected cpu like input"),
+    (dict(batch_sizes=torch.tensor([2, 2, 2], device="meta")),
+     "batch_sizes must be a 1-D int64 tensor on the CPU, got one on meta"),
 ]
 
 
@@ -152,3 +157,30 @@ def test_missing_extension_says_how_to_build():
                             check=True)
     assert "pip install --no-build-isolation" in result.stdout
     assert "lstm_ext._C could not be loaded" in result.stdout
+
+
+def test_backward_operator_refuses_a_meta_gradient(case):
+    forward_args = layer_args(case, save_for_backward=True)
+    output, h_n, c_n, gates, cells, hidden = torch.ops.lstm_ext.lstm_layer_forward(*forward_args)
+    input, batch_sizes, h0, c0, w_ih, w_hh, _, _, w_hr, reverse, _ = forward_args
+    with pytest.raises(RuntimeError, match=re.escape(
+            "lstm_ext.lstm_layer_backward: grad_h_n is on meta, expected cpu like input")):
+        torch.ops.lstm_ext.lstm_layer_backward(
+            torch.ones_like(output), torch.ones_like(h_n, device="meta"), torch.ones_like(c_n),
+            input, batch_sizes, h0, c0, w_ih, w_hh, w_hr, output, gates, cells, hidden, reverse,
+            True, True)
+
+
+def test_calls_with_every_tensor_on_meta_infer_shapes():
+    module = lstm_ext.LSTM(4, 6, num_layers=2, bidirectional=True, proj_size=3, device="meta")
+    input = torch.zeros(5, 2, 4, device="meta", requires_grad=True)
+    output, (h_n, c_n) = module(input)
+    assert (output.shape, h_n.shape, c_n.shape) == ((5, 2, 6), (4, 2, 3), (4, 2, 6))
+    assert output.device.type == h_n.device.type == c_n.device.type == "meta"
+    (output.sum() + h_n.sum() + c_n.sum()).backward()
+    assert input.grad.shape == input.shape and input.grad.device.type == "meta"
+    rows, h0, c0 = (torch.zeros(shape, device="meta") for shape in ((7, 4), (3, 6), (3, 6)))
+    output, h_n, c_n = lstm_ext.lstm_layer(
+        rows, torch.tensor([3, 2, 2], device="meta"), h0, c0, module.weight_ih_l0,
+        torch.zeros(24, 6, device="meta"))
+    assert (output.shape, h_n.shape, c_n.shape) == ((7, 6), (3, 6), (3, 6))

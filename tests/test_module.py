@@ -332,8 +332,9 @@ def bad_calls():
     batched = torch.randn((STEPS, BATCH, INPUT_SIZE), dtype=DTYPE)
     unbatched = torch.randn((STEPS, INPUT_SIZE), dtype=DTYPE)
 
-    def states(h_shape, c_shape):
-        return torch.zeros(h_shape, dtype=DTYPE), torch.zeros(c_shape, dtype=DTYPE)
+    def states(h_shape, c_shape, devices=("cpu", "cpu")):
+        return tuple(torch.zeros(shape, dtype=DTYPE, device=device)
+                     for shape, device in zip((h_shape, c_shape), devices))
 
     return {
         "wrong h size": (batched, states((2, BATCH, 4), (2, BATCH, HIDDEN_SIZE))),
@@ -352,6 +353,13 @@ def bad_calls():
         "wrong input size": (torch.randn((STEPS, BATCH, INPUT_SIZE + 1), dtype=DTYPE), None),
         "wrong dtype": (torch.randn((STEPS, BATCH, INPUT_SIZE)), None),
         "no steps": (torch.randn((0, BATCH, INPUT_SIZE), dtype=DTYPE), None),
+        "h on meta": (batched, states((2, BATCH, HIDDEN_SIZE), (2, BATCH, HIDDEN_SIZE),
+                                      ("meta", "cpu"))),
+        "c on meta": (batched, states((2, BATCH, HIDDEN_SIZE), (2, BATCH, HIDDEN_SIZE),
+                                      ("cpu", "meta"))),
+        "unbatched hx on meta": (unbatched, states((2, HIDDEN_SIZE), (2, HIDDEN_SIZE),
+                                                   ("meta", "meta"))),
+        "input on meta": (batched.to("meta"), None),
     }
 
 
