@@ -8,7 +8,7 @@ one step after another; N = sum(batch_sizes) rows, B = batch_sizes[0].
 
 import torch
 
-from lstm_ext import reference
+from lstm_ext._recomputed_backward import recomputed_backward
 
 try:
     from lstm_ext import _C  # noqa: F401  (loading it registers torch.ops.lstm_ext)
@@ -19,7 +19,7 @@ except ImportError as error:
         "-e .` (or `python setup.py build_ext --inplace`); see the README."
     ) from error
 
-from lstm_ext import _fakes  # noqa: E402,F401  (registers the operators' fake implementations)
+from lstm_ext import _fakes, _vmap  # noqa: E402,F401  (register fake and batching rules)
 
 
 def cuda_available() -> bool:
@@ -42,35 +42,12 @@ def _backward(ctx, grad_output, grad_h_n, grad_c_n, *_grads_of_saved_activations
             "lstm_ext.lstm_layer_forward was called with save_for_backward=False and cannot be "
             "differentiated; call it with save_for_backward=True (lstm_ext.ops.lstm_layer does)")
     grads = (grad_output, grad_h_n, grad_c_n)
-    # Grad mode is on in a backward that builds a graph (create_graph=True, torch.func): the
-    # fused backward operator has no derivative of its own, so the gradients are recomputed in
-    # differentiable ops instead.
+    # Grad mode is on in a backward that builds a graph (create_graph=True, torch.func).
     if torch.is_grad_enabled():
-        return _backward_by_recomputation(ctx, grads)
+        recomputed = recomputed_backward(ctx, grads)
+        if recomputed is not None:
+            return recomputed
     return _fused_backward(ctx, grads)
-
-
-# The positions of the differentiable tensors among lstm_layer_forward's arguments.
-_DIFFERENTIABLE_ARGUMENTS = (0, 2, 3, 4, 5, 6, 7, 8)
-
-
-def _backward_by_recomputation(ctx, grads):
-    """The gradients as differentiable functions of the layer's arguments and `grads`, through
-    lstm_ext.reference's step loop on the same packed rows: gradients of gradients, to any
-    order."""
-    input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, *_ = ctx.saved_tensors
-    arguments = (input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-    wanted = [i for i in _DIFFERENTIABLE_ARGUMENTS if ctx.needs_input_grad[i]]
-    with torch.enable_grad():
-        outputs = reference.lstm_layer(*arguments, reverse=ctx.reverse)
-    used = [(output, grad) for output, grad in zip(outputs, grads) if grad is not None]
-    computed = torch.autograd.grad([output for output, _ in used], [arguments[i] for i in wanted],
-                                   [grad for _, grad in used], create_graph=True,
-                                   allow_unused=True)
-    result = [None] * 11
-    for index, grad in zip(wanted, computed):
-        result[index] = grad
-    return tuple(result)
 
 
 def _fused_backward(ctx, grads):
@@ -104,16 +81,23 @@ torch.library.register_autograd("lstm_ext::lstm_layer_forward", _backward,
                                 setup_context=_setup_context)
 
 
-class _EagerLayerFunction(torch.autograd.Function):
-    """lstm_layer_forward's autograd in eager mode: the same setup_context and backward as its
-    registration above, without the generic wrapper's per-call schema handling (about 60 us a
-    call, which a small layer notices). Traced code and functorch transforms use the operator's
-    registration."""
+class _LayerFunction(torch.autograd.Function):
+    """lstm_layer_forward's autograd in eager mode and under torch.func transforms: the same
+    setup_context and backward as its registration above, without the generic wrapper's per-call
+    schema handling (about 60 us a call, which a small layer notices), and with a setup_context
+    of its own, which torch.func requires (the registration's wrapper has none). Under vmap,
+    forward and backward run the operators' batching rules (lstm_ext/_vmap.py). Code that
+    torch.compile traces uses the registration."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, *inputs):
+    def forward(*inputs):
         with torch._C._AutoDispatchBelowAutograd():
-            output = torch.ops.lstm_ext.lstm_layer_forward(*inputs)
+            return torch.ops.lstm_ext.lstm_layer_forward(*inputs)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
         _setup_context(ctx, inputs, output)
         ctx.mark_non_differentiable(*output[3:])
         # The backward reads no gradient of the saved activations and makes the zeros of an
@@ -121,7 +105,6 @@ class _EagerLayerFunction(torch.autograd.Function):
         # them, the gates (N, 4H) first, on every backward call (B=64 T=100 I=512 H=1024 P=256
         # training, alternated on a 2-core Xeon: 0.91x the time without).
         ctx.set_materialize_grads(False)
-        return output
 
     @staticmethod
     def backward(ctx, *grads):
@@ -142,14 +125,13 @@ def lstm_layer(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_h
     save_for_backward = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in tensors)
     args = (input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_for_backward)
-    eager = not torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active()
-    if eager and save_for_backward:
-        output, h_n, c_n, *_ = _EagerLayerFunction.apply(*args)
-    elif eager:
+    if torch.compiler.is_compiling():
+        output, h_n, c_n, *_ = torch.ops.lstm_ext.lstm_layer_forward(*args)
+    elif save_for_backward:
+        output, h_n, c_n, *_ = _LayerFunction.apply(*args)
+    else:
         # Nothing to differentiate: below the autograd key directly, past the registration's
         # Python autograd kernel, which would only redispatch (about 10 us a call).
         with torch._C._AutoDispatchBelowAutograd():
             output, h_n, c_n, *_ = torch.ops.lstm_ext.lstm_layer_forward(*args)
-    else:
-        output, h_n, c_n, *_ = torch.ops.lstm_ext.lstm_layer_forward(*args)
     return output, h_n, c_n
