@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from lstm_ext._reuse import padded_batch_sizes, reused
+from lstm_ext._torchscript import refuse_scripting
 from lstm_ext.ops import lstm_layer
 
 
@@ -90,6 +91,9 @@ class LSTM(nn.Module):
         for weight in self.parameters():
             nn.init.uniform_(weight, -bound, bound)
 
+    def __prepare_scriptable__(self):
+        refuse_scripting("lstm_ext.LSTM")
+
     def flatten_parameters(self):
         """A no-op, for code written for nn.LSTM (the operators take the weights as they are)."""
 
@@ -148,8 +152,8 @@ class LSTM(nn.Module):
         self._check_input(input, expected_dim=3)
         steps, batch = input.shape[1 - batch_dim], input.shape[batch_dim]
         # A single sequence lies in time-major order either way: no transpose (nor its autograd
-        # node) for it.
-        transposed = self.batch_first and batch != 1
+        # node) for it, except in a TorchScript trace, which must serve every batch size.
+        transposed = self.batch_first and (torch.jit.is_tracing() or batch != 1)
         if transposed:
             input = input.transpose(0, 1)  # (T, B, I); the reshape below copies it once
         if hx is None:

@@ -9,6 +9,7 @@ one step after another; N = sum(batch_sizes) rows, B = batch_sizes[0].
 import torch
 
 from lstm_ext._recomputed_backward import recomputed_backward
+from lstm_ext._torchscript import scripting_refused
 
 try:
     from lstm_ext import _C  # noqa: F401  (loading it registers torch.ops.lstm_ext)
@@ -121,11 +122,13 @@ def lstm_layer(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_h
     direction of a bidirectional layer). Returns (output (N, R), h_n (B, R), c_n (B, H)).
     Activations are kept for backward only when a gradient can flow.
     """
-    tensors = (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-    save_for_backward = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in tensors)
+    tracing = torch.jit.is_tracing()
+    # A TorchScript trace runs in either grad mode whatever mode it was traced in: it saves them.
+    save_for_backward = (torch.is_grad_enabled() or tracing) and any(
+        t is not None and t.requires_grad for t in (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr))
     args = (input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_for_backward)
-    if torch.compiler.is_compiling():
+    if tracing or torch.compiler.is_compiling():
+        # The graph records the operator, whose registration differentiates it.
         output, h_n, c_n, *_ = torch.ops.lstm_ext.lstm_layer_forward(*args)
     elif save_for_backward:
         output, h_n, c_n, *_ = _LayerFunction.apply(*args)
@@ -135,3 +138,6 @@ def lstm_layer(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_h
         with torch._C._AutoDispatchBelowAutograd():
             output, h_n, c_n, *_ = torch.ops.lstm_ext.lstm_layer_forward(*args)
     return output, h_n, c_n
+
+
+lstm_layer.__prepare_scriptable__ = scripting_refused("lstm_ext.lstm_layer")
