@@ -128,15 +128,11 @@ class LSTM(nn.Module):
     def _forward_packed(self, packed, hx):
         rows, batch_sizes, sorted_indices, unsorted_indices = packed  # rows (N, I)
         self._check_input(rows, expected_dim=2)
-        # The batch size is batch_sizes[0]; read from a shape where possible so that
-        # torch.compile needs no data-dependent value.
-        batch = (sorted_indices.shape[0] if sorted_indices is not None
-                 else int(batch_sizes[0]))
         if hx is None:
-            h0, c0 = self._zero_states(rows, batch)
+            h0, c0 = self._zero_states(rows, _packed_batch_size(batch_sizes, sorted_indices, None))
         else:
             self._check_state_count(hx)
-            self._check_states(hx, batch, rows)
+            self._check_states(hx, _packed_batch_size(batch_sizes, sorted_indices, hx), rows)
             h0, c0 = _select_batch(hx, sorted_indices)  # in the sorted order of the rows
         output, h_n, c_n = self._run_layers(rows, batch_sizes, h0, c0)
         return (PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices),
@@ -281,6 +277,17 @@ class LSTM(nn.Module):
                 raise RuntimeError("Input and hidden tensors are not at the same device, found "
                                    f"input tensor at {input.device} and hidden tensor at "
                                    f"{state.device}")
+
+
+def _packed_batch_size(batch_sizes, sorted_indices, hx):
+    """batch_sizes[0], from a shape where one has it: the sorted indices', or under torch.compile
+    hx's (h_0 (L*D, B, R); the operators check it against batch_sizes[0] when they run). Reading
+    the value breaks torch.compile's graph unless Dynamo captures scalars (fullgraph=True)."""
+    if sorted_indices is not None:
+        return sorted_indices.shape[0]
+    if hx is not None and torch.compiler.is_compiling() and hx[0].dim() == 3:
+        return hx[0].shape[1]
+    return int(batch_sizes[0])
 
 
 def _select_batch(hx, indices):
