@@ -259,6 +259,9 @@ class LSTM(nn.Module):
                                f"{self.input_size}, got {input.size(-1)}")
 
     def _check_state_count(self, hx):
+        # nn.LSTM's ATen call refuses one tensor, even one whose first dimension is 2.
+        if not isinstance(hx, (tuple, list)):
+            raise TypeError(f"LSTM: hx must be a tuple (h_0, c_0), got {type(hx).__name__}")
         if len(hx) != 2:
             raise RuntimeError("lstm expects two hidden states")
 

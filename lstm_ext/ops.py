@@ -30,11 +30,17 @@ def cuda_available() -> bool:
 
 def _setup_context(ctx, inputs, output):
     input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_for_backward = inputs
-    layer_output, _, _, gates, cells, hidden = output
+    layer_output, _, c_n, gates, cells, hidden = output
     ctx.save_for_backward(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, layer_output,
                           gates, cells, hidden)
     ctx.reverse = reverse
     ctx.saved_activations = save_for_backward
+    # The saved activations are not differentiable outputs; nor is c_n where of the arguments
+    # that require grad it depends on none: w_hr reaches c only through the previous step's h,
+    # so not in a single step (nn.LSTM's c_n then does not require grad either).
+    single_step_cell = batch_sizes.shape[0] <= 1 and not any(
+        t is not None and t.requires_grad for t in (input, h0, c0, w_ih, w_hh, b_ih, b_hh))
+    ctx.mark_non_differentiable(gates, cells, hidden, *((c_n,) if single_step_cell else ()))
 
 
 def _backward(ctx, grad_output, grad_h_n, grad_c_n, *_grads_of_saved_activations):
@@ -100,7 +106,6 @@ class _LayerFunction(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         _setup_context(ctx, inputs, output)
-        ctx.mark_non_differentiable(*output[3:])
         # The backward reads no gradient of the saved activations and makes the zeros of an
         # unused output itself: autograd would otherwise fill a zero tensor as large as each of
         # them, the gates (N, 4H) first, on every backward call (B=64 T=100 I=512 H=1024 P=256
