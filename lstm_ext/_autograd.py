@@ -18,21 +18,37 @@ from lstm_ext._reuse import reused
 
 def setup_layer_context(ctx, inputs, output):
     input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_for_backward = inputs
-    layer_output, _, c_n, gates, cells, hidden = output
+    layer_output, _, _, gates, cells, hidden = output
     ctx.save_for_backward(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, layer_output,
                           gates, cells, hidden)
     ctx.reverse = reverse
     ctx.saved_activations = save_for_backward
-    # The saved activations are not differentiable outputs; nor is c_n where of the arguments
-    # that require grad it depends on none: w_hr reaches c only through the previous step's h,
-    # so not in a single step (nn.LSTM's c_n then does not require grad either).
-    single_step_cell = batch_sizes.shape[0] <= 1 and not any(
-        t is not None and t.requires_grad for t in (input, h0, c0, w_ih, w_hh, b_ih, b_hh))
-    ctx.mark_non_differentiable(gates, cells, hidden, *((c_n,) if single_step_cell else ()))
+    # The saved activations are not differentiable outputs, nor an output that depends on no
+    # argument that requires grad (then it does not require grad, as nn.LSTM's would not).
+    ctx.mark_non_differentiable(gates, cells, hidden, *_constant_outputs(inputs, output))
     # The backward makes the zeros of an unused output itself: autograd would otherwise fill a
     # zero tensor for each, on every backward call (B=64 T=100 I=512 H=1024 P=256 training,
     # alternated on a 2-core Xeon: 0.91x the time without, when the gates had theirs).
     ctx.set_materialize_grads(False)
+
+
+def _constant_outputs(inputs, output):
+    """Those of output, h_n and c_n that depend on no argument that requires grad: without steps
+    the output is empty and the final states are the initial ones; in one step c_n does not
+    depend on w_hr, which reaches c only through the previous step's h."""
+    input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr = inputs[:9]
+    layer_output, h_n, c_n = output[:3]
+
+    def any_requires_grad(*tensors):
+        return any(t is not None and t.requires_grad for t in tensors)
+
+    steps = batch_sizes.shape[0]
+    if steps == 0:
+        return [layer_output] + [state for state, initial in ((h_n, h0), (c_n, c0))
+                                 if not any_requires_grad(initial)]
+    if steps == 1 and not any_requires_grad(input, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        return [c_n]
+    return []
 
 
 def layer_backward(ctx, grad_output, grad_h_n, grad_c_n, *_grads_of_saved_activations):

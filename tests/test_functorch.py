@@ -2,7 +2,6 @@
 sequences, over an ensemble's parameters and over per-sample gradients; and the private torch
 APIs the autograd routing relies on, so that a torch upgrade that changes them fails here."""
 
-import pytest
 import torch
 from torch.func import functional_call, grad, jacrev, vjp, vmap
 
@@ -125,12 +124,3 @@ def test_dispatch_below_autograd_skips_the_autograd_kernel():
         output = torch.ops.lstm_ext.lstm_layer_forward(*args)[0]
     assert output.grad_fn is None and not output.requires_grad
     assert torch.ops.lstm_ext.lstm_layer_forward(*args)[0].grad_fn is not None
-
-
-def test_vmap_over_batch_sizes_is_refused():
-    from test_operators import packed_args
-    rows, batch_sizes, *rest = packed_args("cpu", dtype=torch.float32)
-    rest = [t.detach() if isinstance(t, torch.Tensor) else t for t in rest]
-    with pytest.raises(RuntimeError, match="vmap over batch_sizes is not supported"):
-        vmap(lambda sizes: lstm_ext.lstm_layer(rows.detach(), sizes, *rest)[0])(
-            torch.stack([batch_sizes, batch_sizes]))
