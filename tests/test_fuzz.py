@@ -11,8 +11,14 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 import lstm_ext
 from tolerances import TOLERANCES
 
-FUZZ_SETTINGS = settings(max_examples=1000, deadline=None, derandomize=True, database=None,
-                         suppress_health_check=[HealthCheck.too_slow])
+
+def fuzz_settings(examples):
+    """`examples` derandomized examples, no deadline, no database (see above); the counts below
+    make about a minute in all on a 2-core machine."""
+    return settings(max_examples=examples, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
 DTYPES = st.sampled_from([torch.float32, torch.float64])
 
 
@@ -105,7 +111,7 @@ def run_module(module, case, data, hx):
     return results + gradients(results, wrt, case["seed"]), flags
 
 
-@FUZZ_SETTINGS
+@fuzz_settings(8000)
 @given(case=module_cases())
 def test_module_matches_nn_lstm(case):
     torch.manual_seed(case["seed"])
@@ -164,7 +170,7 @@ def run_functional(function, case, arguments):
     return results, flags
 
 
-@FUZZ_SETTINGS
+@fuzz_settings(4000)
 @given(case=functional_cases())
 def test_functional_matches_the_reference(case):
     arguments = functional_arguments(case)
