@@ -11,9 +11,11 @@ import torch
 
 def reused(cache, name, key, make):
     """make(), or in eager code what make() returned for cache[name] in the call before when
-    `key` and the inference mode were the same. Traced code makes its own; a tensor made under
-    inference mode cannot be saved for a backward outside it."""
-    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+    `key` and the inference mode were the same. Traced code makes its own (a trace would record
+    the cached tensor as a constant); a tensor made under inference mode cannot be saved for a
+    backward outside it."""
+    if (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+            or torch.jit.is_tracing()):
         return make()
     key = (key, torch.is_inference_mode_enabled())
     cached = cache.get(name)

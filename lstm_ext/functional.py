@@ -3,6 +3,7 @@
 import torch
 
 from lstm_ext._reuse import padded_batch_sizes, reused
+from lstm_ext._torchscript import scripting_refused
 from lstm_ext._validation import check_forward_args
 from lstm_ext.ops import lstm_layer
 
@@ -29,8 +30,9 @@ def forward(input, initial_states, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None):
     else:
         h0, c0 = initial_states
     # The operators take time-major rows: step t's rows are contiguous. A single sequence lies
-    # in that order already (no transpose, nor its autograd node).
-    single = batch == 1
+    # in that order already (no transpose, nor its autograd node); a TorchScript trace must
+    # serve every batch size.
+    single = not torch.jit.is_tracing() and batch == 1
     time_major = input if single else input.transpose(0, 1)
     rows = time_major.reshape(steps * batch, input_size)
     batch_sizes = padded_batch_sizes(_reused_tensors, steps, batch)
@@ -38,3 +40,6 @@ def forward(input, initial_states, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None):
     if single:
         return output.view(batch, steps, recurrent_size), (h_n, c_n)
     return output.view(steps, batch, recurrent_size).transpose(0, 1), (h_n, c_n)
+
+
+forward.__prepare_scriptable__ = scripting_refused("lstm_ext.forward")

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from lstm_ext._reuse import padded_batch_sizes, reused
+from lstm_ext._torchscript import refuse_scripting
 from lstm_ext.ops import lstm_layer
 
 
@@ -90,6 +91,9 @@ class LSTM(nn.Module):
         for weight in self.parameters():
             nn.init.uniform_(weight, -bound, bound)
 
+    def __prepare_scriptable__(self):
+        refuse_scripting("lstm_ext.LSTM")
+
     def flatten_parameters(self):
         """A no-op, for code written for nn.LSTM (the operators take the weights as they are)."""
 
@@ -124,15 +128,11 @@ class LSTM(nn.Module):
     def _forward_packed(self, packed, hx):
         rows, batch_sizes, sorted_indices, unsorted_indices = packed  # rows (N, I)
         self._check_input(rows, expected_dim=2)
-        # The batch size is batch_sizes[0]; read from a shape where possible so that
-        # torch.compile needs no data-dependent value.
-        batch = (sorted_indices.shape[0] if sorted_indices is not None
-                 else int(batch_sizes[0]))
         if hx is None:
-            h0, c0 = self._zero_states(rows, batch)
+            h0, c0 = self._zero_states(rows, _packed_batch_size(batch_sizes, sorted_indices, None))
         else:
             self._check_state_count(hx)
-            self._check_state_sizes(hx, batch)
+            self._check_states(hx, _packed_batch_size(batch_sizes, sorted_indices, hx), rows)
             h0, c0 = _select_batch(hx, sorted_indices)  # in the sorted order of the rows
         output, h_n, c_n = self._run_layers(rows, batch_sizes, h0, c0)
         return (PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices),
@@ -148,8 +148,8 @@ class LSTM(nn.Module):
         self._check_input(input, expected_dim=3)
         steps, batch = input.shape[1 - batch_dim], input.shape[batch_dim]
         # A single sequence lies in time-major order either way: no transpose (nor its autograd
-        # node) for it.
-        transposed = self.batch_first and batch != 1
+        # node) for it, except in a TorchScript trace, which must serve every batch size.
+        transposed = self.batch_first and (torch.jit.is_tracing() or batch != 1)
         if transposed:
             input = input.transpose(0, 1)  # (T, B, I); the reshape below copies it once
         if hx is None:
@@ -163,7 +163,7 @@ class LSTM(nn.Module):
                     f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
             self._check_state_count(hx)
             h0, c0 = hx if is_batched else (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
-            self._check_state_sizes((h0, c0), batch)
+            self._check_states((h0, c0), batch, input)
         if steps == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         # A padded batch is the packed layout with every sequence running every step; for a
@@ -248,6 +248,10 @@ class LSTM(nn.Module):
                 f"RNN input dtype ({input.dtype}) does not match weight dtype ({weight.dtype}). "
                 f"Convert input: input.to({weight.dtype}), or convert model: "
                 f"model.to({input.dtype})")
+        if input.device != weight.device:
+            raise RuntimeError("Input and parameter tensors are not at the same device, found "
+                               f"input tensor at {input.device} and parameter tensor at "
+                               f"{weight.device}")
         if input.dim() != expected_dim:
             raise RuntimeError(f"input must have {expected_dim} dimensions, got {input.dim()}")
         if self.input_size != input.size(-1):
@@ -255,10 +259,14 @@ class LSTM(nn.Module):
                                f"{self.input_size}, got {input.size(-1)}")
 
     def _check_state_count(self, hx):
+        # nn.LSTM's ATen call refuses one tensor, even one whose first dimension is 2.
+        if not isinstance(hx, (tuple, list)):
+            raise TypeError(f"LSTM: hx must be a tuple (h_0, c_0), got {type(hx).__name__}")
         if len(hx) != 2:
             raise RuntimeError("lstm expects two hidden states")
 
-    def _check_state_sizes(self, hx, batch):
+    def _check_states(self, hx, batch, input):
+        """hx's sizes, then its devices, with nn.LSTM's messages."""
         num_states = self.num_layers * (2 if self.bidirectional else 1)
         recurrent_size = self.proj_size if self.proj_size > 0 else self.hidden_size
         expected_sizes = ((num_states, batch, recurrent_size),
@@ -267,6 +275,22 @@ class LSTM(nn.Module):
             if state.size() != expected:
                 raise RuntimeError(f"Expected hidden[{index}] size {expected}, got "
                                    f"{list(state.size())}")
+        for state in hx:
+            if state.device != input.device:
+                raise RuntimeError("Input and hidden tensors are not at the same device, found "
+                                   f"input tensor at {input.device} and hidden tensor at "
+                                   f"{state.device}")
+
+
+def _packed_batch_size(batch_sizes, sorted_indices, hx):
+    """batch_sizes[0], from a shape where one has it: the sorted indices', or under torch.compile
+    hx's (h_0 (L*D, B, R); the operators check it against batch_sizes[0] when they run). Reading
+    the value breaks torch.compile's graph unless Dynamo captures scalars (fullgraph=True)."""
+    if sorted_indices is not None:
+        return sorted_indices.shape[0]
+    if hx is not None and torch.compiler.is_compiling() and hx[0].dim() == 3:
+        return hx[0].shape[1]
+    return int(batch_sizes[0])
 
 
 def _select_batch(hx, indices):

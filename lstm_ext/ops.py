@@ -1,5 +1,5 @@
-"""The compiled operators torch.ops.lstm_ext.*: their fake (meta) implementations for
-torch.compile, their autograd wiring, and `lstm_layer`, the differentiable layer on the packed
+"""The compiled operators torch.ops.lstm_ext.* (their fake implementations in _fakes, batching
+rules in _vmap, autograd in _autograd) and `lstm_layer`, the differentiable layer on the packed
 time-major layout that the public API is built on.
 
 Layout (see csrc/lstm_layer.h): the rows of step t are the first batch_sizes[t] sequences, stored
@@ -7,6 +7,8 @@ one step after another; N = sum(batch_sizes) rows, B = batch_sizes[0].
 """
 
 import torch
+
+from lstm_ext._torchscript import scripting_refused
 
 try:
     from lstm_ext import _C  # noqa: F401  (loading it registers torch.ops.lstm_ext)
@@ -17,109 +19,13 @@ except ImportError as error:
         "-e .` (or `python setup.py build_ext --inplace`); see the README."
     ) from error
 
+from lstm_ext import _fakes, _vmap  # noqa: E402,F401  (register fake and batching rules)
+from lstm_ext._autograd import layer_function  # noqa: E402  (registers the autograd, too)
+
 
 def cuda_available() -> bool:
     """Whether the CUDA kernels were built into this installation (a GPU may still be absent)."""
     return torch._C._dispatch_has_kernel_for_dispatch_key("lstm_ext::lstm_layer_forward", "CUDA")
-
-
-@torch.library.register_fake("lstm_ext::lstm_layer_forward")
-def _lstm_layer_forward_fake(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
-                             save_for_backward):
-    rows = input.shape[0]
-    hidden_size = w_ih.shape[0] // 4
-    recurrent_size = w_hr.shape[0] if w_hr is not None else hidden_size
-    empty = input.new_empty((0,))
-    output = input.new_empty((rows, recurrent_size))
-    h_n = input.new_empty(h0.shape)
-    c_n = input.new_empty(c0.shape)
-    if not save_for_backward:
-        return output, h_n, c_n, empty, input.new_empty((0,)), input.new_empty((0,))
-    gates = input.new_empty((rows, 4 * hidden_size))
-    cells = input.new_empty((rows, hidden_size))
-    hidden = input.new_empty((rows, hidden_size)) if w_hr is not None else empty
-    return output, h_n, c_n, gates, cells, hidden
-
-
-@torch.library.register_fake("lstm_ext::lstm_layer_backward")
-def _lstm_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, c0, w_ih,
-                              w_hh, w_hr, output, gates, cells, hidden, reverse, grad_input_mask,
-                              grad_weights_mask):
-    grad_input = torch.empty_like(input) if grad_input_mask else input.new_empty((0,))
-    if not grad_weights_mask:
-        return (grad_input, torch.empty_like(h0), torch.empty_like(c0),
-                *(input.new_empty((0,)) for _ in range(4)))
-    grad_w_hr = torch.empty_like(w_hr) if w_hr is not None else input.new_empty((0,))
-    return (grad_input, torch.empty_like(h0), torch.empty_like(c0),
-            torch.empty_like(w_ih), torch.empty_like(w_hh), w_ih.new_empty((w_ih.shape[0],)),
-            grad_w_hr)
-
-
-def _setup_context(ctx, inputs, output):
-    input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_for_backward = inputs
-    layer_output, _, _, gates, cells, hidden = output
-    ctx.save_for_backward(input, batch_sizes, h0, c0, w_ih, w_hh, w_hr, layer_output, gates,
-                          cells, hidden)
-    ctx.reverse = reverse
-    ctx.saved_activations = save_for_backward
-    ctx.has_bias = (b_ih is not None, b_hh is not None)
-
-
-def _backward(ctx, grad_output, grad_h_n, grad_c_n, *_grads_of_saved_activations):
-    if not ctx.saved_activations:
-        raise RuntimeError(
-            "lstm_ext.lstm_layer_forward was called with save_for_backward=False and cannot be "
-            "differentiated; call it with save_for_backward=True (lstm_ext.ops.lstm_layer does)")
-    (input, batch_sizes, h0, c0, w_ih, w_hh, w_hr, output, gates, cells,
-     hidden) = ctx.saved_tensors
-    grad_output = torch.zeros_like(output) if grad_output is None else grad_output
-    grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
-    grad_c_n = torch.zeros_like(c0) if grad_c_n is None else grad_c_n
-    # Skip the GEMMs of gradients nobody asked for: the input's (a first layer's data), the
-    # weights' (a frozen layer).
-    needs_input_grad = ctx.needs_input_grad
-    grad_input_mask = needs_input_grad[0]
-    grad_weights_mask = any(needs_input_grad[4:9])
-    (grad_input, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias,
-     grad_w_hr) = torch.ops.lstm_ext.lstm_layer_backward(
-        grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, c0, w_ih, w_hh, w_hr, output,
-        gates, cells, hidden, ctx.reverse, grad_input_mask, grad_weights_mask)
-    if not grad_weights_mask:
-        return (grad_input if grad_input_mask else None, None, grad_h0, grad_c0, *([None] * 7))
-    has_b_ih, has_b_hh = ctx.has_bias
-    # Both biases get the same gradient tensor: autograd copies it where it must (a leaf's
-    # first .grad) in C++, cheaper than a clone here.
-    return (grad_input if grad_input_mask else None, None, grad_h0, grad_c0, grad_w_ih,
-            grad_w_hh, grad_bias if has_b_ih else None, grad_bias if has_b_hh else None,
-            grad_w_hr if w_hr is not None else None, None, None)
-
-
-torch.library.register_autograd("lstm_ext::lstm_layer_forward", _backward,
-                                setup_context=_setup_context)
-
-
-class _EagerLayerFunction(torch.autograd.Function):
-    """lstm_layer_forward's autograd in eager mode: the same setup_context and backward as its
-    registration above, without the generic wrapper's per-call schema handling (about 60 us a
-    call, which a small layer notices). Traced code and functorch transforms use the operator's
-    registration."""
-
-    @staticmethod
-    def forward(ctx, *inputs):
-        with torch._C._AutoDispatchBelowAutograd():
-            output = torch.ops.lstm_ext.lstm_layer_forward(*inputs)
-        _setup_context(ctx, inputs, output)
-        ctx.mark_non_differentiable(*output[3:])
-        # The backward reads no gradient of the saved activations and makes the zeros of an
-        # unused output itself: autograd would otherwise fill a zero tensor as large as each of
-        # them, the gates (N, 4H) first, on every backward call (B=64 T=100 I=512 H=1024 P=256
-        # training, alternated on a 2-core Xeon: 0.91x the time without).
-        ctx.set_materialize_grads(False)
-        return output
-
-    @staticmethod
-    def backward(ctx, *grads):
-        return _backward(ctx, *grads)
 
 
 def lstm_layer(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None,
@@ -132,18 +38,22 @@ def lstm_layer(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_h
     direction of a bidirectional layer). Returns (output (N, R), h_n (B, R), c_n (B, H)).
     Activations are kept for backward only when a gradient can flow.
     """
-    tensors = (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-    save_for_backward = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in tensors)
+    tracing = torch.jit.is_tracing()
+    # A TorchScript trace runs in either grad mode whatever mode it was traced in: it saves them.
+    save_for_backward = (torch.is_grad_enabled() or tracing) and any(
+        t is not None and t.requires_grad for t in (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr))
     args = (input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_for_backward)
-    eager = not torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active()
-    if eager and save_for_backward:
-        output, h_n, c_n, *_ = _EagerLayerFunction.apply(*args)
-    elif eager:
+    if tracing or torch.compiler.is_compiling():
+        # The graph records the operator, whose registration differentiates it.
+        output, h_n, c_n, *_ = torch.ops.lstm_ext.lstm_layer_forward(*args)
+    elif save_for_backward:
+        output, h_n, c_n, *_ = layer_function().apply(*args)
+    else:
         # Nothing to differentiate: below the autograd key directly, past the registration's
         # Python autograd kernel, which would only redispatch (about 10 us a call).
         with torch._C._AutoDispatchBelowAutograd():
             output, h_n, c_n, *_ = torch.ops.lstm_ext.lstm_layer_forward(*args)
-    else:
-        output, h_n, c_n, *_ = torch.ops.lstm_ext.lstm_layer_forward(*args)
     return output, h_n, c_n
+
+
+lstm_layer.__prepare_scriptable__ = scripting_refused("lstm_ext.lstm_layer")

@@ -332,8 +332,9 @@ def bad_calls():
     batched = torch.randn((STEPS, BATCH, INPUT_SIZE), dtype=DTYPE)
     unbatched = torch.randn((STEPS, INPUT_SIZE), dtype=DTYPE)
 
-    def states(h_shape, c_shape):
-        return torch.zeros(h_shape, dtype=DTYPE), torch.zeros(c_shape, dtype=DTYPE)
+    def states(h_shape, c_shape, devices=("cpu", "cpu")):
+        return tuple(torch.zeros(shape, dtype=DTYPE, device=device)
+                     for shape, device in zip((h_shape, c_shape), devices))
 
     return {
         "wrong h size": (batched, states((2, BATCH, 4), (2, BATCH, HIDDEN_SIZE))),
@@ -352,6 +353,13 @@ def bad_calls():
         "wrong input size": (torch.randn((STEPS, BATCH, INPUT_SIZE + 1), dtype=DTYPE), None),
         "wrong dtype": (torch.randn((STEPS, BATCH, INPUT_SIZE)), None),
         "no steps": (torch.randn((0, BATCH, INPUT_SIZE), dtype=DTYPE), None),
+        "h on meta": (batched, states((2, BATCH, HIDDEN_SIZE), (2, BATCH, HIDDEN_SIZE),
+                                      ("meta", "cpu"))),
+        "c on meta": (batched, states((2, BATCH, HIDDEN_SIZE), (2, BATCH, HIDDEN_SIZE),
+                                      ("cpu", "meta"))),
+        "unbatched hx on meta": (unbatched, states((2, HIDDEN_SIZE), (2, HIDDEN_SIZE),
+                                                   ("meta", "meta"))),
+        "input on meta": (batched.to("meta"), None),
     }
 
 
@@ -478,3 +486,32 @@ def test_gradients_when_the_loss_leaves_outputs_unused(used):
         loss = sum((outputs[name] * torch.randn_like(outputs[name])).sum() for name in used)
         grads.append(torch.autograd.grad(loss, [leaf, *module.parameters()]))
     torch.testing.assert_close(grads[1], grads[0])
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_hx_as_one_tensor_is_refused_with_a_type_error(packed):
+    # Its first dimension indexes as (h_0, c_0), but nn.LSTM refuses it (a TypeError from ATen).
+    reference, candidate = make_pair(num_layers=2)
+    input = torch.randn((STEPS, BATCH, INPUT_SIZE), dtype=DTYPE)
+    if packed:
+        input = pack_padded_sequence(input, torch.tensor([5, 4, 2]))
+    hx = torch.zeros((2, 2, BATCH, HIDDEN_SIZE), dtype=DTYPE)
+    with pytest.raises(TypeError):
+        reference(input, hx)
+    with pytest.raises(TypeError, match=r"LSTM: hx must be a tuple \(h_0, c_0\), got Tensor"):
+        candidate(input, hx)
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+@pytest.mark.parametrize("trainable", ["weight_hr", "bias_hh", "weight_ih"])
+def test_outputs_require_grad_where_those_of_nn_lstm_do(steps, trainable):
+    # With only W_hr trainable, c_n of a single step depends on no trainable parameter.
+    reference, candidate = make_pair(proj_size=PROJ_SIZE, bidirectional=True)
+    flags = []
+    for module in (reference, candidate):
+        for name, parameter in module.named_parameters():
+            parameter.requires_grad_(name.startswith(trainable))
+        output, (h_n, c_n) = module(torch.randn((steps, BATCH, INPUT_SIZE), dtype=DTYPE))
+        flags.append((output.requires_grad, h_n.requires_grad, c_n.requires_grad))
+    assert flags[1] == flags[0]
+    assert flags[0][2] == (steps > 1 or trainable != "weight_hr")

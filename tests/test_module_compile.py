@@ -1,9 +1,11 @@
-"""torch.compile(fullgraph=True) of a model that uses lstm_ext.LSTM: it traces without graph
-breaks (fullgraph raises on one) and matches eager mode in the loss and every gradient."""
+"""torch.compile of a model that uses lstm_ext.LSTM: it traces without graph breaks (fullgraph
+raises on one; in the default mode Dynamo's counters must show none) and matches eager mode in
+the loss and every gradient."""
 
 import pytest
 import torch
 from torch import nn
+from torch._dynamo.utils import counters
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import lstm_ext
@@ -36,13 +38,18 @@ def loss_and_gradients(model, run, make_input, hx):
     return loss, {name: p.grad.clone() for name, p in model.named_parameters()}
 
 
-def check_compiled_matches_eager(backend, make_input, hx=None, **compile_options):
+def check_compiled_matches_eager(backend, make_input, hx=None, fullgraph=True,
+                                 **compile_options):
+    """The compiled model's loss and gradients are eager mode's; without fullgraph (which raises
+    on a graph break) Dynamo must have traced it without one as well."""
     torch._dynamo.reset()
+    counters.clear()
     torch.manual_seed(0)
     model = Tagger()
-    compiled = torch.compile(model, fullgraph=True, backend=backend, **compile_options)
+    compiled = torch.compile(model, fullgraph=fullgraph, backend=backend, **compile_options)
     expected_loss, expected_gradients = loss_and_gradients(model, model, make_input, hx)
     loss, gradients = loss_and_gradients(model, compiled, make_input, hx)
+    assert not counters["graph_break"], dict(counters["graph_break"])
     torch.testing.assert_close(loss, expected_loss)
     for name, gradient in gradients.items():
         torch.testing.assert_close(gradient, expected_gradients[name], msg=name)
@@ -71,3 +78,30 @@ def test_unsorted_packed_input_compiles():
         return pack_padded_sequence(data, lengths, batch_first=True, enforce_sorted=False)
 
     check_compiled_matches_eager("aot_eager", make_input)
+
+
+@pytest.mark.parametrize("enforce_sorted, with_hx", [(False, False), (True, True)],
+                         ids=["unsorted", "sorted-with-hx"])
+def test_packed_input_compiles_without_graph_breaks_in_the_default_mode(enforce_sorted, with_hx):
+    # The batch size comes from a shape: the sorted indices', or hx's.
+    torch.manual_seed(4)
+    data = torch.randn((3, 5, 4), dtype=DTYPE)
+    lengths = torch.tensor([5, 3, 2])
+    hx = ((torch.randn((4, 3, 3), dtype=DTYPE), torch.randn((4, 3, 6), dtype=DTYPE))
+          if with_hx else None)
+
+    def make_input():
+        return pack_padded_sequence(data, lengths, batch_first=True,
+                                    enforce_sorted=enforce_sorted)
+
+    check_compiled_matches_eager("aot_eager", make_input, hx, fullgraph=False)
+
+
+def test_sorted_packed_input_without_hx_compiles_with_fullgraph():
+    # Its batch size is only in batch_sizes' values, which fullgraph=True captures (the default
+    # mode breaks the graph to read it; Dynamo's capture_scalar_outputs avoids that).
+    torch.manual_seed(5)
+    data = torch.randn((3, 5, 4), dtype=DTYPE)
+    lengths = torch.tensor([5, 3, 2])
+    check_compiled_matches_eager(
+        "aot_eager", lambda: pack_padded_sequence(data, lengths, batch_first=True))

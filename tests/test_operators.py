@@ -36,9 +36,9 @@ def test_gradcheck_forward(device, proj_size, bias):
     assert torch.autograd.gradcheck(layer, tuple(case.leaves()))
 
 
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("proj_size", [0, 2])
-def test_gradcheck_packed(device, reverse, proj_size):
+def packed_layer(device, proj_size, reverse):
+    """lstm_ext.lstm_layer on packed_args as a function of its differentiable tensors, and
+    those tensors (float64), for gradcheck and gradgradcheck."""
     args = packed_args(device, proj_size=proj_size or None, reverse=reverse)
     rows, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse = args
 
@@ -47,7 +47,13 @@ def test_gradcheck_packed(device, reverse, proj_size):
                                    w_hr[0] if w_hr else None, reverse)
 
     inputs = (rows, h0, c0, w_ih, w_hh, b_ih, b_hh) + ((w_hr,) if w_hr is not None else ())
-    assert torch.autograd.gradcheck(layer, inputs)
+    return layer, inputs
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("proj_size", [0, 2])
+def test_gradcheck_packed(device, reverse, proj_size):
+    assert torch.autograd.gradcheck(*packed_layer(device, proj_size, reverse))
 
 
 @pytest.mark.parametrize("reverse", [False, True])

@@ -1,14 +1,15 @@
 #include "cpu/buffers.h"
 
 #include <ATen/EmptyTensor.h>
-#include <ATen/ops/empty.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <map>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -22,66 +23,159 @@ constexpr int64_t kHugePage = int64_t(2) << 20;
 // From this size on buffers get huge pages and the cache below keeps their memory.
 constexpr int64_t kMinLargeBufferBytes = 2 * kHugePage;
 
-// A new block (huge-page aligned, a multiple of kHugePage) advised to be huge pages, as torch
-// itself does for every allocation under THP_MEM_ALLOC_ENABLE=1: faulting in 4 KB pages cost
-// about 17 ms per 52 MB (a tenth of a T=100, B=64, H=512 training forward, whose saved gates are
-// that size). Only a hint: where the kernel has no huge pages to give, nothing changes.
-void advise_huge_pages(void* block, int64_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
+// New memory for a block of `bytes` (a multiple of kHugePage), huge-page aligned, or nullptr.
+// On Linux mapped from the kernel itself and advised to be huge pages, as torch does for every
+// allocation under THP_MEM_ALLOC_ENABLE=1: faulting in 4 KB pages cost about 17 ms per 52 MB (a
+// tenth of a T=100, B=64, H=512 training forward, whose saved gates are that size). Only a hint:
+// where the kernel has no huge pages to give, nothing changes. Unmapping returns the memory to
+// the system at once, which glibc's free does not promise for blocks under its mmap threshold.
+void* map_block(int64_t bytes) {
+#if defined(__linux__)
+  const auto length = static_cast<size_t>(bytes + kHugePage);
+  void* mapped = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mapped == MAP_FAILED) return nullptr;
+  const auto start = reinterpret_cast<uintptr_t>(mapped);
+  const uintptr_t aligned = (start + kHugePage - 1) & ~static_cast<uintptr_t>(kHugePage - 1);
+  const size_t head = aligned - start;
+  const size_t tail = length - head - static_cast<size_t>(bytes);
+  if (head > 0) munmap(mapped, head);
+  if (tail > 0) munmap(reinterpret_cast<void*>(aligned + bytes), tail);
+  void* block = reinterpret_cast<void*>(aligned);
+#if defined(MADV_HUGEPAGE)
   madvise(block, static_cast<size_t>(bytes), MADV_HUGEPAGE);
+#endif
+  return block;
+#else
+  return std::aligned_alloc(kHugePage, bytes);
 #endif
 }
 
+void unmap_block(void* block, int64_t bytes) {
+#if defined(__linux__)
+  munmap(block, static_cast<size_t>(bytes));
+#else
+  std::free(block);
+#endif
+}
+
+struct Block {
+  void* data;
+  int64_t bytes;
+};
+
 // Memory blocks (multiples of kHugePage, huge-page aligned) of large buffers, kept when their
-// tensor is freed for the next buffer of about that size. glibc maps every allocation from 32 MB
-// (and one the size of the last it unmapped) afresh and unmaps it when freed, so each call's
-// output and saved gates had their pages faulted in and zeroed by the kernel again: alternated
-// on a 2-core Xeon, trainings at B=256 T=50 H=256 took 0.86x the time with the saved
-// activations kept from call to call, B=64 T=100 I=512 H=1024 P=256 0.91x.
+// tensor is freed for the next buffer of about that size, up to a limit: beyond it the blocks
+// kept longest go back to the system. Without the cache each call's outputs and saved gates had
+// their pages faulted in and zeroed by the kernel again: alternated on a 2-core Xeon, trainings
+// at B=256 T=50 H=256 took 0.86x the time with the saved activations kept from call to call,
+// B=64 T=100 I=512 H=1024 P=256 0.91x.
 class BlockCache {
  public:
   // A block of `bytes` or at most a quarter more: a kept one if the cache has one, else a new
-  // one.
+  // one (after returning the kept ones to the system, if memory is short).
   void* take(int64_t bytes) {
     const std::lock_guard<std::mutex> lock(mutex_);
-    void* data = nullptr;
-    int64_t size = bytes;
     const auto fit = kept_.lower_bound(bytes);
+    Block block{nullptr, bytes};
     if (fit != kept_.end() && fit->first <= bytes + bytes / 4) {
-      size = fit->first;
-      data = fit->second;
-      kept_bytes_ -= size;
+      block = {fit->second.data, fit->first};
+      kept_bytes_ -= fit->first;
       kept_.erase(fit);
+      ++stats_.hits;
     } else {
-      data = std::aligned_alloc(kHugePage, bytes);
-      TORCH_CHECK(data != nullptr, "lstm_ext: could not allocate a buffer of ", bytes, " bytes");
-      advise_huge_pages(data, bytes);
+      block.data = map_block(bytes);
+      if (block.data == nullptr) {
+        unmap_all(evict_to(0));
+        block.data = map_block(bytes);
+      }
+      TORCH_CHECK(block.data != nullptr, "lstm_ext: could not allocate a buffer of ", bytes,
+                  " bytes");
+      ++stats_.misses;
     }
-    in_use_.emplace(data, size);
-    return data;
+    in_use_.emplace(block.data, block.bytes);
+    in_use_bytes_ += block.bytes;
+    return block.data;
   }
 
-  // Keeps a block that take() returned unless the cache would exceed kMaxCachedBufferBytes.
+  // Keeps a block that take() returned, then returns the oldest kept ones beyond the limit.
   void give_back(void* data) {
+    std::vector<Block> freed;
     {
       const std::lock_guard<std::mutex> lock(mutex_);
-      const auto block = in_use_.find(data);
-      const int64_t size = block->second;
-      in_use_.erase(block);
-      if (kept_bytes_ + size <= kMaxCachedBufferBytes) {
-        kept_.emplace(size, data);
-        kept_bytes_ += size;
-        return;
-      }
+      const auto used = in_use_.find(data);
+      const int64_t bytes = used->second;
+      in_use_.erase(used);
+      in_use_bytes_ -= bytes;
+      kept_.emplace(bytes, Kept{data, ++clock_});
+      kept_bytes_ += bytes;
+      freed = evict_to(limit_);
     }
-    std::free(data);
+    unmap_all(freed);
+  }
+
+  void set_limit(int64_t bytes) {
+    std::vector<Block> freed;
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      limit_ = bytes;
+      freed = evict_to(limit_);
+    }
+    unmap_all(freed);
+  }
+
+  void empty() {
+    std::vector<Block> freed;
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      freed = evict_to(0);
+    }
+    unmap_all(freed);
+  }
+
+  BufferCacheStats stats() {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    BufferCacheStats result = stats_;
+    result.cached_bytes = kept_bytes_;
+    result.cached_blocks = static_cast<int64_t>(kept_.size());
+    result.in_use_bytes = in_use_bytes_;
+    result.limit_bytes = limit_;
+    return result;
   }
 
  private:
+  struct Kept {
+    void* data;
+    uint64_t kept_at;  // clock_ when kept: the smallest goes first
+  };
+
+  // Removes the blocks kept longest until at most `limit` bytes are kept; the caller unmaps
+  // them (outside the lock).
+  std::vector<Block> evict_to(int64_t limit) {
+    std::vector<Block> evicted;
+    while (kept_bytes_ > limit) {
+      auto oldest = kept_.begin();
+      for (auto it = kept_.begin(); it != kept_.end(); ++it) {
+        if (it->second.kept_at < oldest->second.kept_at) oldest = it;
+      }
+      evicted.push_back({oldest->second.data, oldest->first});
+      kept_bytes_ -= oldest->first;
+      kept_.erase(oldest);
+    }
+    return evicted;
+  }
+
+  static void unmap_all(const std::vector<Block>& blocks) {
+    for (const Block& block : blocks) unmap_block(block.data, block.bytes);
+  }
+
   std::mutex mutex_;
-  std::multimap<int64_t, void*> kept_;        // bytes -> block
+  std::multimap<int64_t, Kept> kept_;          // bytes -> block
   std::unordered_map<void*, int64_t> in_use_;  // block -> bytes
   int64_t kept_bytes_ = 0;
+  int64_t in_use_bytes_ = 0;
+  int64_t limit_ = kDefaultCachedBufferBytes;
+  uint64_t clock_ = 0;
+  BufferCacheStats stats_;
 };
 
 // Never destroyed: a tensor freed during the process's exit still gives its block back.
@@ -118,6 +212,15 @@ at::Tensor empty_buffer(at::IntArrayRef sizes, const at::TensorOptions& options)
   return at::detail::empty_generic(sizes, &allocator, c10::DispatchKeySet(c10::DispatchKey::CPU),
                                    c10::typeMetaToScalarType(options.dtype()), std::nullopt);
 }
+
+BufferCacheStats buffer_cache_stats() { return block_cache().stats(); }
+
+void set_buffer_cache_limit(int64_t bytes) {
+  TORCH_CHECK(bytes >= 0, "lstm_ext: the buffer cache limit must be >= 0 bytes, got ", bytes);
+  block_cache().set_limit(bytes);
+}
+
+void empty_buffer_cache() { block_cache().empty(); }
 
 }  // namespace cpu
 }  // namespace lstm_ext
