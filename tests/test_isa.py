@@ -2,22 +2,13 @@
 how LSTM_EXT_CPU_ISA and select_cpu_isa cap it, and that the levels differ in rounding only."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from conftest import CPU_ISAS
+from fresh_python import run_python
 
 import lstm_ext
-
-
-def run_python(code, tmp_path, **environment):
-    """`code` in a fresh interpreter (the variable is read once per process), outside the source
-    tree so that the installed lstm_ext is imported; returns the completed process."""
-    env = {**os.environ, **environment}
-    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
 
 
 def test_the_best_supported_level_runs_by_default():
@@ -29,28 +20,27 @@ def test_the_best_supported_level_runs_by_default():
 
 
 @pytest.mark.parametrize("cap", CPU_ISAS)
-def test_environment_variable_caps_the_level(cap, tmp_path):
+def test_environment_variable_caps_the_level(cap):
     supported = lstm_ext.supported_cpu_isas()
     expected = cap if cap in supported else supported[-1]
-    result = run_python("import lstm_ext; print(lstm_ext.cpu_isa())", tmp_path,
+    result = run_python("import lstm_ext; print(lstm_ext.cpu_isa())",
                         LSTM_EXT_CPU_ISA=cap.upper())
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == expected
 
 
-def test_default_names_the_baseline_everywhere(tmp_path):
-    result = run_python("import lstm_ext; print(lstm_ext.cpu_isa())", tmp_path,
-                        LSTM_EXT_CPU_ISA="default")
+def test_default_names_the_baseline_everywhere():
+    result = run_python("import lstm_ext; print(lstm_ext.cpu_isa())", LSTM_EXT_CPU_ISA="default")
     assert result.stdout.strip() == CPU_ISAS[0], result.stderr
 
 
-def test_an_unknown_level_is_refused_with_the_known_ones(tmp_path):
+def test_an_unknown_level_is_refused_with_the_known_ones():
     code = ("import torch, lstm_ext\n"
             "try:\n"
             "    lstm_ext.forward(torch.randn(1, 2, 3), None, torch.randn(8, 3), torch.randn(8, 2))\n"
             "except RuntimeError as error:\n"
             "    print(error)\n")
-    result = run_python(code, tmp_path, LSTM_EXT_CPU_ISA="sse9")
+    result = run_python(code, LSTM_EXT_CPU_ISA="sse9")
     assert f"LSTM_EXT_CPU_ISA must be one of {', '.join(CPU_ISAS)} (or unset), got 'sse9'" \
         in result.stdout, result.stdout + result.stderr
     with pytest.raises(RuntimeError, match="got 'sse9'"):

@@ -3,11 +3,10 @@ lstm_ext.empty_cache(), which returns the memory to the operating system, the li
 LSTM_EXT_CPU_CACHE_MB, and the eviction of the blocks kept longest beyond it."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from fresh_python import run_python
 
 import lstm_ext
 
@@ -93,15 +92,13 @@ def test_empty_cache_returns_the_memory_to_the_system(cache_limit):
 
 
 def run_with_cache_limit(value, code):
-    environment = dict(os.environ, LSTM_EXT_CPU_CACHE_MB=value)
-    return subprocess.run([sys.executable, "-c", "import lstm_ext\n" + code],
-                          env=environment, capture_output=True, text=True)
+    return run_python("import lstm_ext\n" + code, LSTM_EXT_CPU_CACHE_MB=value)
 
 
 def test_a_limit_of_zero_keeps_nothing():
     code = ("from test_memory import layer_call\n"
             "layer_call(256)\nlayer_call(256)\nprint(lstm_ext.memory_stats())")
-    result = run_with_cache_limit("0", "import sys; sys.path.insert(0, 'tests')\n" + code)
+    result = run_with_cache_limit("0", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str({"cached_bytes": 0, "cached_blocks": 0, "in_use_bytes": 0,
                                          "limit_bytes": 0, "hits": 0, "misses": 2})
