@@ -282,6 +282,38 @@ def test_nan_and_infinity_propagate_like_nn_lstm(threads, value, batch):
     assert actual[0].isnan().any() == (value != value)
 
 
+# A gate whose pre-activation is -inf is exactly closed, as in nn.LSTM: sigmoid(-inf) is 0 (not
+# the smallest normal float), so a c_n fed only through that gate is 0, and the gradients through
+# the gate's derivative s (1 - s) take nn.LSTM's NaN or infinity where an input is infinite.
+def test_a_gate_at_minus_infinity_is_closed_like_nn_lstm(threads):
+    reference, ext = make_modules(5, 8, 0)
+    with torch.no_grad():
+        for module in (reference, ext):
+            for parameter in module.parameters():
+                parameter.zero_()
+            module.bias_ih_l0[:8] = -float("inf")  # the input gate
+            module.bias_hh_l0[16:24] = 1.0  # the cell gate: tanh(1)
+        _, (_, c_n) = ext(torch.randn(3, 2, 5))
+    assert torch.equal(c_n, torch.zeros_like(c_n))
+
+
+@pytest.mark.parametrize("value", [float("inf"), -float("inf")])
+def test_gradients_of_infinite_inputs_match_nn_lstm(threads, value):
+    reference, ext = make_modules(7, 16, 0)
+    x = torch.randn(5, 3, 7)
+    x[1, 2, 4] = value
+    grads = []
+    for module in (reference, ext):
+        leaf = x.clone().requires_grad_()
+        output, state = module(leaf)
+        grads.append(gradients(module, output, state, [leaf]))
+    for expected, actual in zip(*grads):
+        assert torch.equal(actual.isnan(), expected.isnan())
+        assert torch.equal(actual.isinf(), expected.isinf())
+        finite = expected.isfinite()
+        torch.testing.assert_close(actual[finite], expected[finite], rtol=1e-4, atol=1e-4)
+
+
 def test_unknown_cpu_gemm_is_refused(monkeypatch):
     monkeypatch.setenv("LSTM_EXT_CPU_GEMM", "mkl")
     _, ext = make_modules(5, 16, 0)

@@ -65,7 +65,10 @@ LSTM_HOST_DEVICE float exp_primitive(float x) {
   return expf(x);
 #else
   // exp(x) = 2^n * exp(r), n = round(x / ln2), |r| <= ln2 / 2 (Cephes expf coefficients). The
-  // clamp keeps n in [-126, 126], where 2^n is one normal float (and keeps NaN).
+  // clamp keeps n in [-126, 126], where 2^n is one normal float (and keeps NaN). Above it the
+  // result is +inf, as expf's is from 88.7 on: sigmoid(x) = 1 / (1 + exp(-x)) is then exactly 0
+  // below -87.3 and at -inf (as nn.LSTM's), and so is its derivative s * (1 - s).
+  const int32_t overflows = -static_cast<int32_t>(x > 87.3365f);
   x = clamp_magnitude(x, 87.3365f);
   // Round to nearest by adding and subtracting 1.5 * 2^23 (|x / ln2| < 2^22 after the clamp):
   // unlike std::floor, this vectorises without SSE4.1 rounding instructions.
@@ -84,7 +87,8 @@ LSTM_HOST_DEVICE float exp_primitive(float x) {
   // make undefined; unsigned, so that a NaN's garbage shifts without overflow).
   const uint32_t scale_bits =
       static_cast<uint32_t>(float_bits(shifted) - float_bits(kRoundingShift) + 127) << 23;
-  return p * bits_float(static_cast<int32_t>(scale_bits));
+  const float result = p * bits_float(static_cast<int32_t>(scale_bits));
+  return bits_float((kInfinityBits & overflows) | (float_bits(result) & ~overflows));
 #endif
 }
 
