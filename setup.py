@@ -29,7 +29,8 @@ def point_cuda_home_at_toolkit():
     guessed = os.path.dirname(os.path.dirname(os.path.realpath(shutil.which("nvcc"))))
     for home in (guessed, "/usr/local/cuda"):
         if os.path.exists(os.path.join(home, "include", "cuda_runtime.h")) and os.path.exists(
-                os.path.join(home, "bin", "nvcc")):
+            os.path.join(home, "bin", "nvcc")
+        ):
             if home != guessed:
                 os.environ["CUDA_HOME"] = home
             return
@@ -38,8 +39,7 @@ def point_cuda_home_at_toolkit():
 point_cuda_home_at_toolkit()
 
 import torch  # noqa: E402  (after CUDA_HOME is settled: cpp_extension reads it on import)
-from torch.utils.cpp_extension import (  # noqa: E402
-    CUDA_HOME, BuildExtension, CppExtension, CUDAExtension)
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
 
 def cuda_build_reason():
@@ -82,8 +82,10 @@ def extension():
             extra_compile_args={"cxx": cxx_flags},
             extra_link_args=link_flags,
         )
-    print(f"lstm_ext: building CPU and CUDA kernels (CUDA {torch.version.cuda}, {CUDA_HOME})",
-          file=sys.stderr)
+    print(
+        f"lstm_ext: building CPU and CUDA kernels (CUDA {torch.version.cuda}, {CUDA_HOME})",
+        file=sys.stderr,
+    )
     sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cpp")))
     sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
     return CUDAExtension(

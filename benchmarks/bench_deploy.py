@@ -27,9 +27,11 @@ from benchmarks.alternating import time_alternating
 from examples import tagger
 
 # The tests' tagger; a speech-like one with projection (ONNX: a Scan); one without (ONNX: LSTM).
-TAGGERS = {"small": tagger.TaggerSizes(),
-           "speech": tagger.TaggerSizes(features=80, embedding=256, hidden=512, proj=256, tags=40),
-           "plain": tagger.TaggerSizes(features=80, embedding=256, hidden=256, proj=0, tags=40)}
+TAGGERS = {
+    "small": tagger.TaggerSizes(),
+    "speech": tagger.TaggerSizes(features=80, embedding=256, hidden=512, proj=256, tags=40),
+    "plain": tagger.TaggerSizes(features=80, embedding=256, hidden=256, proj=0, tags=40),
+}
 PATHS = ("aoti", "onnx")
 
 
@@ -54,12 +56,18 @@ def aoti_runner(model, directory):
 
 
 def onnx_runner(model, directory):
-    import lstm_ext.onnx
     import onnxruntime
 
+    import lstm_ext.onnx
+
     path = Path(directory) / "tagger.onnx"
-    lstm_ext.onnx.export(model, (torch.randn(2, 3, model.front.in_features),), path,
-                         dynamic_shapes=tagger.dynamic_shapes(), verbose=False)
+    lstm_ext.onnx.export(
+        model,
+        (torch.randn(2, 3, model.front.in_features),),
+        path,
+        dynamic_shapes=tagger.dynamic_shapes(),
+        verbose=False,
+    )
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -91,15 +99,19 @@ def run(args):
 
 
 def print_table(rows, paths):
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU ISA "
-          f"{lstm_ext.cpu_isa()}; median ms per call, float32; ratio = time / eager's")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU ISA "
+        f"{lstm_ext.cpu_isa()}; median ms per call, float32; ratio = time / eager's"
+    )
     header = "".join(f" {path:>9} {'ratio':>6}" for path in paths)
     print(f"{'tagger':8} {'B':>4} {'T':>5} {'eager':>9}{header}")
     for row in rows:
-        cells = "".join(f" {row[path] * 1e3:9.3f} {row[path] / row['eager']:6.3f}"
-                        for path in paths)
-        print(f"{row['size']:8} {row['batch']:4d} {row['steps']:5d} "
-              f"{row['eager'] * 1e3:9.3f}{cells}")
+        cells = "".join(
+            f" {row[path] * 1e3:9.3f} {row[path] / row['eager']:6.3f}" for path in paths
+        )
+        print(
+            f"{row['size']:8} {row['batch']:4d} {row['steps']:5d} {row['eager'] * 1e3:9.3f}{cells}"
+        )
 
 
 def main(argv=None):

@@ -43,8 +43,11 @@ def parse_args(argv=None):
     parser.add_argument("--layers", type=int, default=1)
     parser.add_argument("--calls", type=int, default=2000, help="timed chunks per implementation")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    parser.add_argument("--sizes", default=",".join(size.name for size in SIZES),
-                        help="which of " + ", ".join(size.name for size in SIZES))
+    parser.add_argument(
+        "--sizes",
+        default=",".join(size.name for size in SIZES),
+        help="which of " + ", ".join(size.name for size in SIZES),
+    )
     args = parser.parse_args(argv)
     args.chunks = [int(chunk) for chunk in args.chunks.split(",")]
     args.sizes = [size for size in SIZES if size.name in args.sizes.split(",")]
@@ -54,12 +57,20 @@ def parse_args(argv=None):
 def make_streams(size, layers, chunk, chunks_per_stream=8):
     """(lstm_ext stream, nn.LSTM stream, chunks): the same weights, B=1, batch-first."""
     torch.manual_seed(0)
-    reference = nn.LSTM(size.input_size, size.hidden_size, num_layers=layers,
-                        proj_size=size.proj_size, batch_first=True)
+    reference = nn.LSTM(
+        size.input_size,
+        size.hidden_size,
+        num_layers=layers,
+        proj_size=size.proj_size,
+        batch_first=True,
+    )
     ours = lstm_ext.LSTM.from_torch(reference)
     frames = torch.randn(1, chunk * chunks_per_stream, size.input_size)
-    return (lstm_ext.StreamingLSTM(ours), lstm_ext.StreamingLSTM(reference),
-            frames.split(chunk, dim=1))
+    return (
+        lstm_ext.StreamingLSTM(ours),
+        lstm_ext.StreamingLSTM(reference),
+        frames.split(chunk, dim=1),
+    )
 
 
 def check_streams_agree(ours, reference, chunks):
@@ -77,22 +88,33 @@ def run(args):
             for chunk in args.chunks:
                 ours, reference, chunks = make_streams(size, args.layers, chunk)
                 check_streams_agree(ours, reference, chunks)
-                medians = time_alternating({"lstm_ext": ours, "torch": reference}, chunks,
-                                           args.calls, warmup_calls=20)
-                rows.append({"size": size, "chunk": chunk, **medians,
-                             "speedup": medians["torch"] / medians["lstm_ext"]})
+                medians = time_alternating(
+                    {"lstm_ext": ours, "torch": reference}, chunks, args.calls, warmup_calls=20
+                )
+                rows.append(
+                    {
+                        "size": size,
+                        "chunk": chunk,
+                        **medians,
+                        "speedup": medians["torch"] / medians["lstm_ext"],
+                    }
+                )
     return rows
 
 
 def print_table(rows, layers):
-    print(f"B=1, {layers} layer(s), torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads, CPU ISA {lstm_ext.cpu_isa()}; median us per chunk")
+    print(
+        f"B=1, {layers} layer(s), torch {torch.__version__}, {torch.get_num_threads()} "
+        f"threads, CPU ISA {lstm_ext.cpu_isa()}; median us per chunk"
+    )
     print(f"{'size':32} {'chunk':>5} {'lstm_ext':>10} {'nn.LSTM':>10} {'speed-up':>9}")
     for row in rows:
         size = row["size"]
         label = f"{size.name} I={size.input_size} H={size.hidden_size} P={size.proj_size}"
-        print(f"{label:32} {row['chunk']:5d} {row['lstm_ext'] * 1e6:10.1f} "
-              f"{row['torch'] * 1e6:10.1f} {row['speedup']:8.2f}x")
+        print(
+            f"{label:32} {row['chunk']:5d} {row['lstm_ext'] * 1e6:10.1f} "
+            f"{row['torch'] * 1e6:10.1f} {row['speedup']:8.2f}x"
+        )
 
 
 def main(argv=None):
@@ -105,7 +127,7 @@ def main(argv=None):
         rows = run(args)
     except AssertionError as error:
         print(f"lstm_ext's stream disagrees with nn.LSTM's; not timed:\n{error}", file=sys.stderr)
-        raise SystemExit(1)
+        raise SystemExit(1) from None
     print_table(rows, args.layers)
     return rows
 

@@ -50,8 +50,10 @@ class LstmSize:
         """Multiply-adds x2 of one forward pass over the rows that carry data: the gate GEMMs
         8*N*H*(I+R) and the projection 2*N*P*H. Padding is not credited as work."""
         rows = self.rows()
-        return (8 * rows * self.hidden_size * (self.input_size + self.recurrent_size)
-                + 2 * rows * self.proj_size * self.hidden_size)
+        return (
+            8 * rows * self.hidden_size * (self.input_size + self.recurrent_size)
+            + 2 * rows * self.proj_size * self.hidden_size
+        )
 
     def gemm_shape(self) -> tuple[int, int, int]:
         """(M, K, N) of one GEMM with the forward pass's gate FLOPs: (N rows, I+R) x (I+R, 4H)."""
@@ -73,33 +75,47 @@ class Preset:
 
 
 def _grid(batches, steps, hiddens, proj_divisors):
-    return tuple(LstmSize(b, t, h, h, h // d if d else 0)
-                 for h, d, t, b in itertools.product(hiddens, proj_divisors, steps, batches))
+    return tuple(
+        LstmSize(b, t, h, h, h // d if d else 0)
+        for h, d, t, b in itertools.product(hiddens, proj_divisors, steps, batches)
+    )
 
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset(
         "a few seconds on a CPU: two small sizes, with and without projection",
         (LstmSize(16, 32, 128, 128), LstmSize(16, 32, 128, 256, 64)),
-        min_run_time=0.1, compile_reference=False),
+        min_run_time=0.1,
+        compile_reference=False,
+    ),
     "fastrnns": Preset(
         "PyTorch's fastrnns benchmark size: T=100, B=64, I=512, H=512, one layer",
         (LstmSize(64, 100, 512, 512),),
-        min_run_time=1.0, compile_reference=True),
+        min_run_time=1.0,
+        compile_reference=True,
+    ),
     "proj": Preset(
         "projection: T=100, B=64, I=512, H=1024, P=256",
         (LstmSize(64, 100, 512, 1024, 256),),
-        min_run_time=1.0, compile_reference=True),
+        min_run_time=1.0,
+        compile_reference=True,
+    ),
     "small-batch": Preset(
         "latency at small batches: B in 1, 2, 4, 8; T=100; I=H in 256, 512, 1024",
         _grid((1, 2, 4, 8), (100,), (256, 512, 1024), (0,)),
-        min_run_time=0.5, compile_reference=True),
+        min_run_time=0.5,
+        compile_reference=True,
+    ),
     "packed": Preset(
         "variable lengths (T/4..T): PackedSequence against padding, without and with projection",
         (LstmSize(64, 100, 512, 512, packed=True), LstmSize(64, 100, 512, 512, 128, packed=True)),
-        min_run_time=0.5, compile_reference=False),
+        min_run_time=0.5,
+        compile_reference=False,
+    ),
     "full": Preset(
         "a grid: B in 1, 16, 64; T in 25, 100; H = I in 256, 512, 1024; without and with P = H/4",
         _grid((1, 16, 64), (25, 100), (256, 512, 1024), (0, 4)),
-        min_run_time=0.5, compile_reference=True),
+        min_run_time=0.5,
+        compile_reference=True,
+    ),
 }

@@ -50,24 +50,32 @@ def device_profile(fn) -> dict:
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         fn()
         torch.cuda.synchronize()
-    events = [event for event in prof.key_averages()
-              if event.device_type.name == "CUDA" and event.count > 0]
+    events = [
+        event
+        for event in prof.key_averages()
+        if event.device_type.name == "CUDA" and event.count > 0
+    ]
     events.sort(key=lambda event: -event.self_device_time_total)
-    return {"busy_ms": sum(event.self_device_time_total for event in events) / 1e3,
-            "launches": sum(event.count for event in events),
-            "top": [(event.key, event.count, event.self_device_time_total / 1e3)
-                    for event in events[:4]]}
+    return {
+        "busy_ms": sum(event.self_device_time_total for event in events) / 1e3,
+        "launches": sum(event.count for event in events),
+        "top": [
+            (event.key, event.count, event.self_device_time_total / 1e3) for event in events[:4]
+        ],
+    }
 
 
 def profile_size(batch, steps, input_size, hidden_size, proj_size, dtype) -> list[dict]:
     torch.manual_seed(0)
-    reference = torch.nn.LSTM(input_size, hidden_size, proj_size=proj_size, device="cuda",
-                              dtype=dtype)
+    reference = torch.nn.LSTM(
+        input_size, hidden_size, proj_size=proj_size, device="cuda", dtype=dtype
+    )
     candidates = {"nn.LSTM": reference, "lstm_ext": lstm_ext.LSTM.from_torch(reference)}
     data = torch.randn(steps, batch, input_size, device="cuda", dtype=dtype)
     data_with_grad = data.clone().requires_grad_()
     rows = []
     for name, module in candidates.items():
+
         def forward(module=module):
             with torch.no_grad():
                 module(data)
@@ -76,17 +84,30 @@ def profile_size(batch, steps, input_size, hidden_size, proj_size, dtype) -> lis
             output, _ = module(data_with_grad)
             output.sum().backward()
 
-        rows.append({"implementation": name, "mode": "forward", **device_profile(forward),
-                     "graph_replay_ms": graph_replay_ms(forward)})
-        rows.append({"implementation": name, "mode": "forward+backward",
-                     **device_profile(forward_backward), "graph_replay_ms": None})
+        rows.append(
+            {
+                "implementation": name,
+                "mode": "forward",
+                **device_profile(forward),
+                "graph_replay_ms": graph_replay_ms(forward),
+            }
+        )
+        rows.append(
+            {
+                "implementation": name,
+                "mode": "forward+backward",
+                **device_profile(forward_backward),
+                "graph_replay_ms": None,
+            }
+        )
     return rows
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default=DEFAULT_SIZES,
-                        help="';'-separated B,T,I,H,P (default: %(default)s)")
+    parser.add_argument(
+        "--sizes", default=DEFAULT_SIZES, help="';'-separated B,T,I,H,P (default: %(default)s)"
+    )
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     args = parser.parse_args(argv)
     if not (torch.cuda.is_available() and lstm_ext.cuda_available()):
@@ -96,13 +117,19 @@ def main(argv=None) -> int:
     for spec in args.sizes.split(";"):
         batch, steps, input_size, hidden_size, proj_size = map(int, spec.split(","))
         print(f"\nB={batch} T={steps} I={input_size} H={hidden_size} P={proj_size} {args.dtype}")
-        for row in profile_size(batch, steps, input_size, hidden_size, proj_size,
-                                DTYPES[args.dtype]):
-            replay = (f"graph replay {row['graph_replay_ms']:6.3f} ms"
-                      if row["graph_replay_ms"] is not None else " " * 22)
+        for row in profile_size(
+            batch, steps, input_size, hidden_size, proj_size, DTYPES[args.dtype]
+        ):
+            replay = (
+                f"graph replay {row['graph_replay_ms']:6.3f} ms"
+                if row["graph_replay_ms"] is not None
+                else " " * 22
+            )
             top = "; ".join(f"{name[:40]} x{count} {ms:.2f} ms" for name, count, ms in row["top"])
-            print(f"  {row['implementation']:9s} {row['mode']:16s} busy {row['busy_ms']:7.3f} ms "
-                  f"launches {row['launches']:5d}  {replay}  | {top}")
+            print(
+                f"  {row['implementation']:9s} {row['mode']:16s} busy {row['busy_ms']:7.3f} ms "
+                f"launches {row['launches']:5d}  {replay}  | {top}"
+            )
     return 0
 
 

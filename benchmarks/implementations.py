@@ -39,27 +39,36 @@ class Problem:
 
     size: LstmSize
     module: torch.nn.LSTM
-    padded: torch.Tensor                      # (B, T, I), zeros past each sequence's length
-    packed: Optional[PackedSequence]          # .data (N, I); None unless size.packed
-    grad_padded: torch.Tensor                 # (B, T, R), the output gradient in training
-    grad_packed: Optional[torch.Tensor]       # (N, R)
+    padded: torch.Tensor  # (B, T, I), zeros past each sequence's length
+    packed: Optional[PackedSequence]  # .data (N, I); None unless size.packed
+    grad_padded: torch.Tensor  # (B, T, R), the output gradient in training
+    grad_packed: Optional[torch.Tensor]  # (N, R)
 
     def weights(self) -> list[Optional[torch.Tensor]]:
         """[w_ih, w_hh, b_ih, b_hh, w_hr] of layer 0, in lstm_ext.forward's argument order."""
-        return [getattr(self.module, name, None) for name in
-                ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "weight_hr_l0")]
+        return [
+            getattr(self.module, name, None)
+            for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "weight_hr_l0")
+        ]
 
 
 def make_problem(size: LstmSize, device: torch.device, dtype: torch.dtype, seed: int) -> Problem:
     torch.manual_seed(seed)
-    module = torch.nn.LSTM(size.input_size, size.hidden_size, batch_first=True,
-                           proj_size=size.proj_size, device=device, dtype=dtype)
+    module = torch.nn.LSTM(
+        size.input_size,
+        size.hidden_size,
+        batch_first=True,
+        proj_size=size.proj_size,
+        device=device,
+        dtype=dtype,
+    )
     padded = torch.randn(size.batch, size.steps, size.input_size, device=device, dtype=dtype)
     lengths = torch.tensor(size.lengths())
     steps = torch.arange(size.steps)
     padded[(steps[None, :] >= lengths[:, None]).to(device)] = 0
-    grad_padded = torch.randn(size.batch, size.steps, size.recurrent_size, device=device,
-                              dtype=dtype)
+    grad_padded = torch.randn(
+        size.batch, size.steps, size.recurrent_size, device=device, dtype=dtype
+    )
     packed = grad_packed = None
     if size.packed:
         packed = pack_padded_sequence(padded, lengths, batch_first=True)
@@ -88,6 +97,7 @@ class Implementation:
         def infer():
             with torch.no_grad():
                 return self.run(weights, data)
+
         return infer
 
     def training(self, problem: Problem) -> Callable[[], tuple]:
@@ -104,6 +114,7 @@ class Implementation:
         def train():
             output = self.run(problem.weights(), inputs)
             return torch.autograd.grad(output, [data, *weights], grad_output)
+
         return train
 
 
@@ -116,6 +127,7 @@ def _lstm_ext_packed(candidate, size: LstmSize):
         h0 = packed.data.new_zeros((size.batch, size.recurrent_size))
         c0 = packed.data.new_zeros((size.batch, size.hidden_size))
         return candidate.layer(packed.data, packed.batch_sizes, h0, c0, *weights)[0]
+
     return run
 
 
@@ -124,6 +136,7 @@ def _torch_lstm(module):
     def run(_weights, inputs):
         output = module(inputs)[0]
         return output.data if isinstance(output, PackedSequence) else output
+
     return run
 
 
@@ -131,14 +144,16 @@ def _reference(weights, x):
     return lstm_ext.reference.lstm_forward(x, None, *weights)[0]
 
 
-def build_implementations(problem: Problem, candidate: Candidate, reference_max_gflop: float,
-                          compile_max_steps: int) -> list[Implementation]:
+def build_implementations(
+    problem: Problem, candidate: Candidate, reference_max_gflop: float, compile_max_steps: int
+) -> list[Implementation]:
     """lstm_ext first (the speed-ups are its own over each of the others)."""
     size = problem.size
     if size.packed:
         return [
-            Implementation("lstm_ext packed", _lstm_ext_packed(candidate, size), True,
-                           is_candidate=True),
+            Implementation(
+                "lstm_ext packed", _lstm_ext_packed(candidate, size), True, is_candidate=True
+            ),
             Implementation(f"{TORCH_LSTM} packed", _torch_lstm(problem.module), True),
             Implementation("lstm_ext padded", _lstm_ext_padded(candidate), is_candidate=True),
             Implementation(f"{TORCH_LSTM} padded", _torch_lstm(problem.module)),
@@ -148,8 +163,11 @@ def build_implementations(problem: Problem, candidate: Candidate, reference_max_
         reference_skip = f"> {reference_max_gflop:g} GFLOP (--reference-max-gflop)"
     compile_skip = reference_skip
     if compile_skip is None and size.steps > compile_max_steps:
-        compile_skip = (f"T > {compile_max_steps} (--compile-max-steps)" if compile_max_steps
-                        else "not in this preset (--compile-max-steps)")
+        compile_skip = (
+            f"T > {compile_max_steps} (--compile-max-steps)"
+            if compile_max_steps
+            else "not in this preset (--compile-max-steps)"
+        )
     compiled = torch.compile(_reference, dynamic=False) if compile_skip is None else None
     return [
         Implementation("lstm_ext", _lstm_ext_padded(candidate), is_candidate=True),
@@ -160,17 +178,28 @@ def build_implementations(problem: Problem, candidate: Candidate, reference_max_
 
 
 # Largest error allowed, relative to the largest magnitude of the float64 truth.
-RELATIVE_TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 2e-2,
-                      torch.bfloat16: 1e-1}
+RELATIVE_TOLERANCE = {
+    torch.float64: 1e-9,
+    torch.float32: 1e-4,
+    torch.float16: 2e-2,
+    torch.bfloat16: 1e-1,
+}
 
 
-def _compare(name: str, actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype,
-             what: str, size: LstmSize) -> None:
+def _compare(
+    name: str,
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    dtype: torch.dtype,
+    what: str,
+    size: LstmSize,
+) -> None:
     scale = expected.abs().max().item() if expected.numel() else 1.0
     tolerance = RELATIVE_TOLERANCE[dtype]
     try:
-        torch.testing.assert_close(actual.double(), expected, rtol=0,
-                                   atol=tolerance * max(scale, 1e-3))
+        torch.testing.assert_close(
+            actual.double(), expected, rtol=0, atol=tolerance * max(scale, 1e-3)
+        )
     except AssertionError as error:
         raise WrongResultError(
             f"{name} gives a wrong {what} at {size.label} ({dtype}): it differs from "
@@ -185,21 +214,35 @@ def check_against_torch(problem: Problem, implementations: list[Implementation])
     every weight. (The inference path keeps no activations and is a separate code path.)"""
     dtype = problem.padded.dtype
     truth_problem = dataclasses.replace(
-        problem, module=copy.deepcopy(problem.module).double(),
-        padded=problem.padded.double(), grad_padded=problem.grad_padded.double(),
-        packed=(PackedSequence(problem.packed.data.double(), problem.packed.batch_sizes)
-                if problem.packed is not None else None),
-        grad_packed=problem.grad_packed.double() if problem.grad_packed is not None else None)
+        problem,
+        module=copy.deepcopy(problem.module).double(),
+        padded=problem.padded.double(),
+        grad_padded=problem.grad_padded.double(),
+        packed=(
+            PackedSequence(problem.packed.data.double(), problem.packed.batch_sizes)
+            if problem.packed is not None
+            else None
+        ),
+        grad_packed=problem.grad_packed.double() if problem.grad_packed is not None else None,
+    )
     truth = Implementation(TORCH_LSTM, _torch_lstm(truth_problem.module))
     names = ["input", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr"]
     for implementation in implementations:
         if not implementation.is_candidate:
             continue
         truth.packed_input = implementation.packed_input
-        _compare(implementation.name, implementation.inference(problem)(),
-                 truth.inference(truth_problem)(), dtype, "output (inference)", problem.size)
+        _compare(
+            implementation.name,
+            implementation.inference(problem)(),
+            truth.inference(truth_problem)(),
+            dtype,
+            "output (inference)",
+            problem.size,
+        )
         expected_grads = truth.training(truth_problem)()
-        for name, actual, expected in zip(names, implementation.training(problem)(),
-                                          expected_grads):
-            _compare(implementation.name, actual, expected, dtype, f"gradient of {name}",
-                     problem.size)
+        for name, actual, expected in zip(
+            names, implementation.training(problem)(), expected_grads
+        ):
+            _compare(
+                implementation.name, actual, expected, dtype, f"gradient of {name}", problem.size
+            )

@@ -19,12 +19,24 @@ NATIVE = "native"  # no cap: every library runs at the best level the processor 
 # Per level, the variable each library reads: lstm_ext; oneDNN (nn.LSTM's CPU path); MKL (ATen's
 # GEMMs, those of nn.LSTM with a projection and of the reference); ATen's vectorized kernels.
 CAPS = {
-    "avx512": {"LSTM_EXT_CPU_ISA": "avx512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
-               "MKL_ENABLE_INSTRUCTIONS": "AVX512", "ATEN_CPU_CAPABILITY": "avx512"},
-    "avx2": {"LSTM_EXT_CPU_ISA": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-             "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
-    "default": {"LSTM_EXT_CPU_ISA": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
-                "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ATEN_CPU_CAPABILITY": "default"},
+    "avx512": {
+        "LSTM_EXT_CPU_ISA": "avx512",
+        "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX512",
+        "ATEN_CPU_CAPABILITY": "avx512",
+    },
+    "avx2": {
+        "LSTM_EXT_CPU_ISA": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "ATEN_CPU_CAPABILITY": "avx2",
+    },
+    "default": {
+        "LSTM_EXT_CPU_ISA": "default",
+        "ONEDNN_MAX_CPU_ISA": "SSE41",
+        "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+        "ATEN_CPU_CAPABILITY": "default",
+    },
 }
 ISA_CHOICES = (NATIVE, *CAPS)
 CAP_VARIABLES = tuple(CAPS["avx2"])
@@ -60,8 +72,10 @@ def check_processor_has(isa: str) -> None:
     run at a lower level)."""
     supported = lstm_ext.supported_cpu_isas()
     if isa != NATIVE and isa not in supported:
-        raise SystemExit(f"bench_lstm: --isa {isa}: this processor lacks {isa.upper()} "
-                         f"(it runs: {', '.join(supported)})")
+        raise SystemExit(
+            f"bench_lstm: --isa {isa}: this processor lacks {isa.upper()} "
+            f"(it runs: {', '.join(supported)})"
+        )
 
 
 def check_running_at(isa: str) -> None:
@@ -70,12 +84,17 @@ def check_running_at(isa: str) -> None:
     if isa == NATIVE:
         return
     import torch
-    running = {"lstm_ext": lstm_ext.cpu_isa(),
-               "ATen": torch.backends.cpu.get_cpu_capability().lower()}
+
+    running = {
+        "lstm_ext": lstm_ext.cpu_isa(),
+        "ATen": torch.backends.cpu.get_cpu_capability().lower(),
+    }
     wrong = {name: level for name, level in running.items() if level != isa}
     if wrong:
-        raise SystemExit(f"bench_lstm: --isa {isa}, but " + ", ".join(
-            f"{name} runs at {level}" for name, level in wrong.items()))
+        raise SystemExit(
+            f"bench_lstm: --isa {isa}, but "
+            + ", ".join(f"{name} runs at {level}" for name, level in wrong.items())
+        )
 
 
 def rerun_capped(isa: str, script: Path, argv: list[str]) -> int:
@@ -86,7 +105,10 @@ def rerun_capped(isa: str, script: Path, argv: list[str]) -> int:
     source_root = str(Path(lstm_ext.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))
     caps = " ".join(f"{name}={env[name]}" for name in CAP_VARIABLES if name in env)
-    print(f"bench_lstm: running in a fresh process at --isa {isa} ({caps or 'no caps'})",
-          file=sys.stderr, flush=True)
+    print(
+        f"bench_lstm: running in a fresh process at --isa {isa} ({caps or 'no caps'})",
+        file=sys.stderr,
+        flush=True,
+    )
     sys.stdout.flush()
     return subprocess.run([sys.executable, str(script), *argv], env=env).returncode

@@ -45,15 +45,27 @@ def is_grid(results: list[dict]) -> bool:
 
 def _heatmap_panel(axis, timed: list[dict], rows: list, columns: list, limit: float):
     cell = {(_row_key(r), _column_key(r)): r["lstm_ext_speedup"] for r in timed}
-    log_speedups = [[math.log2(cell[(row, column)]) if (row, column) in cell else math.nan
-                     for column in columns] for row in rows]
+    log_speedups = [
+        [
+            math.log2(cell[(row, column)]) if (row, column) in cell else math.nan
+            for column in columns
+        ]
+        for row in rows
+    ]
     image = axis.imshow(log_speedups, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
     for i, row in enumerate(rows):
         for j, column in enumerate(columns):
             value = cell.get((row, column))
             strong = value is not None and abs(math.log2(value)) > 0.6 * limit
-            axis.text(j, i, "-" if value is None else _speedup_label(value), ha="center",
-                      va="center", fontsize=10, color="white" if strong else "black")
+            axis.text(
+                j,
+                i,
+                "-" if value is None else _speedup_label(value),
+                ha="center",
+                va="center",
+                fontsize=10,
+                color="white" if strong else "black",
+            )
     axis.set_xticks(range(len(columns)), [f"B={b} T={t}" for t, b in columns], fontsize=9)
     axis.set_yticks(range(len(rows)), [_row_label(row) for row in rows], fontsize=9)
     return image
@@ -69,18 +81,32 @@ def _plot_heatmaps(results: list[dict], title: str):
     limit = max([1.0] + [abs(math.log2(r["lstm_ext_speedup"])) for r in timed])
     panel_columns = min(2, len(panels))
     panel_rows = math.ceil(len(panels) / panel_columns)
-    figure, axes = plt.subplots(panel_rows, panel_columns, squeeze=False, layout="constrained",
-                                figsize=(
-        WIDTH_IN, panel_rows * (0.45 * len(rows) + 1.6) + 0.8))
+    figure, axes = plt.subplots(
+        panel_rows,
+        panel_columns,
+        squeeze=False,
+        layout="constrained",
+        figsize=(WIDTH_IN, panel_rows * (0.45 * len(rows) + 1.6) + 0.8),
+    )
     for axis, (mode, against) in zip(axes.flat, panels):
-        image = _heatmap_panel(axis, [r for r in timed if (r["mode"], r["implementation"]) ==
-                                      (mode, against)], rows, columns, limit)
+        image = _heatmap_panel(
+            axis,
+            [r for r in timed if (r["mode"], r["implementation"]) == (mode, against)],
+            rows,
+            columns,
+            limit,
+        )
         axis.set_title(f"{mode}: lstm_ext's speed-up over {against}", fontsize=11)
-    for axis in axes.flat[len(panels):]:
+    for axis in axes.flat[len(panels) :]:
         axis.set_visible(False)
     ticks = [t for t in SPEEDUP_TICKS if abs(math.log2(t)) <= limit + 1e-9]
-    colorbar = figure.colorbar(image, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02,
-                               ticks=[math.log2(t) for t in ticks])
+    colorbar = figure.colorbar(
+        image,
+        ax=axes.ravel().tolist(),
+        fraction=0.03,
+        pad=0.02,
+        ticks=[math.log2(t) for t in ticks],
+    )
     colorbar.ax.set_yticklabels([f"{t:g}x" for t in ticks])
     colorbar.set_label("speed-up (> 1x: lstm_ext faster)")
     figure.suptitle(title, fontsize=12)
@@ -90,12 +116,21 @@ def _plot_heatmaps(results: list[dict], title: str):
 def _bar_panel(axis, timed: list[dict], sizes: list[str], others: list[str]) -> None:
     width = 0.8 / len(others)
     for k, name in enumerate(others):
-        bars = [(sizes.index(r["size"]) + (k - (len(others) - 1) / 2) * width,
-                 r["lstm_ext_speedup"]) for r in timed if r["implementation"] == name]
+        bars = [
+            (sizes.index(r["size"]) + (k - (len(others) - 1) / 2) * width, r["lstm_ext_speedup"])
+            for r in timed
+            if r["implementation"] == name
+        ]
         if bars:
             positions, speedups = zip(*bars)
-            drawn = axis.bar(positions, [s - 1 for s in speedups], width, bottom=1,
-                             color=f"C{k}", label=f"vs {name}")
+            drawn = axis.bar(
+                positions,
+                [s - 1 for s in speedups],
+                width,
+                bottom=1,
+                color=f"C{k}",
+                label=f"vs {name}",
+            )
             axis.bar_label(drawn, labels=[_speedup_label(s) for s in speedups], fontsize=8)
     axis.axhline(1.0, color="gray", linewidth=0.8)
     axis.set_xticks(range(len(sizes)), sizes, fontsize=9, rotation=15, ha="right")
@@ -108,8 +143,14 @@ def _plot_bars(results: list[dict], title: str):
     timed = _timed(results)
     sizes = [label for _, label in sorted({(r["forward_gflop"], r["size"]) for r in results})]
     others = list(dict.fromkeys(r["implementation"] for r in timed))
-    figure, axes = plt.subplots(1, 2, sharey=True, squeeze=False, layout="constrained",
-                                figsize=(min(WIDTH_IN, 8 + 2.5 * len(sizes)), 5.5))
+    figure, axes = plt.subplots(
+        1,
+        2,
+        sharey=True,
+        squeeze=False,
+        layout="constrained",
+        figsize=(min(WIDTH_IN, 8 + 2.5 * len(sizes)), 5.5),
+    )
     for axis, mode in zip(axes[0], ("forward", "forward+backward")):
         _bar_panel(axis, [r for r in timed if r["mode"] == mode], sizes, others)
         axis.set_title(mode, fontsize=11)
@@ -126,8 +167,13 @@ def _plot_bars(results: list[dict], title: str):
     for panel in axes[0]:
         for handle, label in zip(*panel.get_legend_handles_labels()):
             handles.setdefault(label, handle)
-    figure.legend(handles.values(), handles.keys(), loc="outside lower center",
-                  ncols=max(1, len(handles)), fontsize=9)
+    figure.legend(
+        handles.values(),
+        handles.keys(),
+        loc="outside lower center",
+        ncols=max(1, len(handles)),
+        fontsize=9,
+    )
     figure.suptitle(title, fontsize=12)
     return figure
 

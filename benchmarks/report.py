@@ -21,8 +21,9 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: torch.device, dtype: torch.dtype, threads: int, isa: str,
-                load_average: float | None) -> dict:
+def environment(
+    device: torch.device, dtype: torch.dtype, threads: int, isa: str, load_average: float | None
+) -> dict:
     """isa: the --isa the run asked for; load_average: the 1-minute load average before the run
     (None where the OS has none)."""
     env = {
@@ -47,9 +48,12 @@ def environment(device: torch.device, dtype: torch.dtype, threads: int, isa: str
         "load_average_1min_at_start": load_average,
     }
     if device.type == "cuda":
-        env.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
-                   cudnn=torch.backends.cudnn.version(),
-                   tf32=torch.backends.cuda.matmul.allow_tf32)
+        env.update(
+            gpu=torch.cuda.get_device_name(device),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            tf32=torch.backends.cuda.matmul.allow_tf32,
+        )
     return env
 
 
@@ -74,14 +78,22 @@ def table(results: list[dict], gemms: dict[str, dict]) -> str:
         previous = (size, mode)
         if result["status"] == "ok":
             speedup = result["lstm_ext_speedup"]
-            rows.append((size, *label, format_time(result["median_s"]),
-                         "-" if speedup is None else f"{speedup:.2f}x",
-                         f"{result['gflops']:.1f}", f"{100 * result['gemm_fraction']:.0f}%"))
+            rows.append(
+                (
+                    size,
+                    *label,
+                    format_time(result["median_s"]),
+                    "-" if speedup is None else f"{speedup:.2f}x",
+                    f"{result['gflops']:.1f}",
+                    f"{100 * result['gemm_fraction']:.0f}%",
+                )
+            )
         else:
             rows.append((size, *label, f"{result['status']}: {result['note']}"))
-    widths = [max([len(COLUMNS[i])] + [len(row[i]) for row in rows
-                                        if i < 3 or len(row) == len(COLUMNS)])
-              for i in range(1, len(COLUMNS))]
+    widths = [
+        max([len(COLUMNS[i])] + [len(row[i]) for row in rows if i < 3 or len(row) == len(COLUMNS)])
+        for i in range(1, len(COLUMNS))
+    ]
 
     def line(cells):
         """mode and implementation left-aligned, figures right-aligned; a skipped or failed
@@ -97,10 +109,16 @@ def table(results: list[dict], gemms: dict[str, dict]) -> str:
         if size != current_size:
             gemm = gemms[size]
             m, k, n = gemm["shape"]
-            others = ", ".join(f"{name} {rate:.1f}" for name, rate in gemm["engine_gflops"].items()
-                               if name != gemm["engine"])
-            out += ["", f"{size}    [GEMM {m}x{k} @ {k}x{n}: {gemm['gflops']:.1f} GFLOP/s "
-                        f"({gemm['engine']}{'; ' + others if others else ''})]"]
+            others = ", ".join(
+                f"{name} {rate:.1f}"
+                for name, rate in gemm["engine_gflops"].items()
+                if name != gemm["engine"]
+            )
+            out += [
+                "",
+                f"{size}    [GEMM {m}x{k} @ {k}x{n}: {gemm['gflops']:.1f} GFLOP/s "
+                f"({gemm['engine']}{'; ' + others if others else ''})]",
+            ]
             current_size = size
         out.append(line(cells))
     return "\n".join(out)

@@ -27,9 +27,13 @@ def _timing(times: list[float]) -> Timing:
     return Timing(statistics.median(times), quartiles[2] - quartiles[0], len(times), 1)
 
 
-def alternate(fns: dict[str, Callable], min_run_time: float,
-              synchronize: Callable[[], None] = lambda: None, min_rounds: int = MIN_ROUNDS,
-              warmup_rounds: int = WARMUP_ROUNDS) -> dict[str, Timing]:
+def alternate(
+    fns: dict[str, Callable],
+    min_run_time: float,
+    synchronize: Callable[[], None] = lambda: None,
+    min_rounds: int = MIN_ROUNDS,
+    warmup_rounds: int = WARMUP_ROUNDS,
+) -> dict[str, Timing]:
     """Rounds of one call of each function, timed call by call, until the functions have had
     min_run_time seconds each on average (and at least min_rounds rounds): every function gets
     the same rounds, so a slow stretch of a shared machine slows them all alike.
@@ -44,7 +48,7 @@ def alternate(fns: dict[str, Callable], min_run_time: float,
     rounds, started = 0, time.perf_counter()
     while rounds < min_rounds or time.perf_counter() - started < budget:
         # Each round starts one further along, so that no function always follows the same one.
-        for name in names[rounds % len(names):] + names[:rounds % len(names)]:
+        for name in names[rounds % len(names) :] + names[: rounds % len(names)]:
             synchronize()
             start = time.perf_counter()
             fns[name]()
@@ -58,11 +62,11 @@ def blocked(fn: Callable, min_run_time: float, threads: int) -> Timing:
     """The median of blocked runs; torch.utils.benchmark synchronises CUDA around each block."""
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
     measurement = timer.blocked_autorange(min_run_time=min_run_time)
-    return Timing(measurement.median, measurement.iqr, len(measurement.times),
-                  measurement.number_per_run)
+    return Timing(
+        measurement.median, measurement.iqr, len(measurement.times), measurement.number_per_run
+    )
 
 
-def blocked_each(fns: dict[str, Callable], min_run_time: float,
-                 threads: int) -> dict[str, Timing]:
+def blocked_each(fns: dict[str, Callable], min_run_time: float, threads: int) -> dict[str, Timing]:
     """Each function in its own blocked runs, one after the other."""
     return {name: blocked(fn, min_run_time, threads) for name, fn in fns.items()}

@@ -38,12 +38,20 @@ def parse_args(argv=None):
     parser.add_argument("--seq-len", type=int, default=20)
     parser.add_argument("--lr", type=float, default=2.0)
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto: one GPU per process where there are GPUs, else the CPU")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto: one GPU per process where there are GPUs, else the CPU",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=int, default=10)
-    parser.add_argument("--save", type=Path, default=None,
-                        help="write the trained parameters (torch.save of the state dict) here")
+    parser.add_argument(
+        "--save",
+        type=Path,
+        default=None,
+        help="write the trained parameters (torch.save of the state dict) here",
+    )
     return parser.parse_args(argv)
 
 
@@ -52,7 +60,7 @@ def tagging_batch(step, batch, steps, sizes, dtype, seed):
     generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
     inputs = torch.randn(batch, steps, sizes.features, generator=generator, dtype=dtype)
     tags = torch.zeros(batch, steps, dtype=torch.int64)
-    tags[:, 1:] = inputs[:, :-1, :sizes.tags].argmax(dim=2)
+    tags[:, 1:] = inputs[:, :-1, : sizes.tags].argmax(dim=2)
     return inputs, tags
 
 
@@ -104,12 +112,14 @@ def main(argv=None):
     rank, world_size, device = start_process_group(args.device)
     try:
         if rank == 0:
-            print(f"world size {world_size}, {device}, backend "
-                  f"{dist.get_backend() if world_size > 1 else 'none'}", flush=True)
+            print(
+                f"world size {world_size}, {device}, backend "
+                f"{dist.get_backend() if world_size > 1 else 'none'}",
+                flush=True,
+            )
         model, losses = train(args, rank, world_size, device)
         if rank == 0 and args.save is not None:
-            torch.save({name: value.cpu() for name, value in model.state_dict().items()},
-                       args.save)
+            torch.save({name: value.cpu() for name, value in model.state_dict().items()}, args.save)
     finally:
         if world_size > 1:
             dist.destroy_process_group()

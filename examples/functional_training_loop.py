@@ -23,8 +23,9 @@ def sine_waves(batch: int, steps: int, generator: torch.Generator):
     frequency = 0.1 + 0.2 * torch.rand(batch, 1, generator=generator)
     phase = 2 * math.pi * torch.rand(batch, 1, generator=generator)
     t = torch.arange(steps + 1, dtype=torch.float32)
-    waves = torch.sin(frequency * t + phase) + 0.05 * torch.randn(batch, steps + 1,
-                                                                 generator=generator)
+    waves = torch.sin(frequency * t + phase) + 0.05 * torch.randn(
+        batch, steps + 1, generator=generator
+    )
     return waves[:, :-1, None], waves[:, 1:, None]
 
 
@@ -34,14 +35,26 @@ def init_weights(hidden_size: int, proj_size: int, generator: torch.Generator) -
 
     def uniform(*shape):
         return ((torch.rand(*shape, generator=generator) * 2 - 1) * bound).requires_grad_()
-    return {"w_ih": uniform(4 * hidden_size, 1), "w_hh": uniform(4 * hidden_size, proj_size),
-            "b_ih": uniform(4 * hidden_size), "b_hh": uniform(4 * hidden_size),
-            "w_hr": uniform(proj_size, hidden_size), "w_out": uniform(1, proj_size),
-            "b_out": uniform(1)}
+
+    return {
+        "w_ih": uniform(4 * hidden_size, 1),
+        "w_hh": uniform(4 * hidden_size, proj_size),
+        "b_ih": uniform(4 * hidden_size),
+        "b_hh": uniform(4 * hidden_size),
+        "w_hr": uniform(proj_size, hidden_size),
+        "w_out": uniform(1, proj_size),
+        "b_out": uniform(1),
+    }
 
 
-def train(steps: int = 200, hidden_size: int = 32, proj_size: int = 16, lr: float = 0.1,
-          seed: int = 0, forward=lstm_ext.forward) -> list[float]:
+def train(
+    steps: int = 200,
+    hidden_size: int = 32,
+    proj_size: int = 16,
+    lr: float = 0.1,
+    seed: int = 0,
+    forward=lstm_ext.forward,
+) -> list[float]:
     """Returns the loss of every step. `forward` has lstm_ext.forward's signature (the tests pass
     lstm_ext.reference.lstm_forward to check that the losses agree)."""
     generator = torch.Generator().manual_seed(seed)
@@ -49,8 +62,15 @@ def train(steps: int = 200, hidden_size: int = 32, proj_size: int = 16, lr: floa
     losses = []
     for _ in range(steps):
         inputs, targets = sine_waves(16, 50, generator)
-        output, _ = forward(inputs, None, weights["w_ih"], weights["w_hh"], weights["b_ih"],
-                            weights["b_hh"], weights["w_hr"])          # output (B, T, P)
+        output, _ = forward(
+            inputs,
+            None,
+            weights["w_ih"],
+            weights["w_hh"],
+            weights["b_ih"],
+            weights["b_hh"],
+            weights["w_hr"],
+        )  # output (B, T, P)
         prediction = output @ weights["w_out"].t() + weights["b_out"]  # (B, T, 1)
         loss = torch.nn.functional.mse_loss(prediction, targets)
         gradients = torch.autograd.grad(loss, list(weights.values()))

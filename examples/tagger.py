@@ -14,10 +14,10 @@ import lstm_ext
 
 @dataclass(frozen=True)
 class TaggerSizes:
-    features: int = 10          # input features per step
-    embedding: int = 16         # the front end's output, the LSTM's input size
-    hidden: int = 24            # LSTM hidden size H
-    proj: int = 12              # LSTM projection P (0: none)
+    features: int = 10  # input features per step
+    embedding: int = 16  # the front end's output, the LSTM's input size
+    hidden: int = 24  # LSTM hidden size H
+    proj: int = 12  # LSTM projection P (0: none)
     layers: int = 2
     bidirectional: bool = True
     tags: int = 5
@@ -29,9 +29,15 @@ class Tagger(nn.Module):
     def __init__(self, sizes: TaggerSizes = TaggerSizes(), lstm_class=lstm_ext.LSTM, dtype=None):
         super().__init__()
         self.front = nn.Linear(sizes.features, sizes.embedding, dtype=dtype)
-        self.lstm = lstm_class(sizes.embedding, sizes.hidden, num_layers=sizes.layers,
-                               bidirectional=sizes.bidirectional, proj_size=sizes.proj,
-                               batch_first=True, dtype=dtype)
+        self.lstm = lstm_class(
+            sizes.embedding,
+            sizes.hidden,
+            num_layers=sizes.layers,
+            bidirectional=sizes.bidirectional,
+            proj_size=sizes.proj,
+            batch_first=True,
+            dtype=dtype,
+        )
         directions = 2 if sizes.bidirectional else 1
         self.head = nn.Linear(directions * (sizes.proj or sizes.hidden), sizes.tags, dtype=dtype)
 

@@ -46,7 +46,7 @@ class AddingModel(nn.Module):
         self.lstm = lstm
         self.head = nn.Linear(lstm.proj_size or lstm.hidden_size, 1)
 
-    def forward(self, inputs):              # inputs (B, T, 2) -> (B,)
+    def forward(self, inputs):  # inputs (B, T, 2) -> (B,)
         output, _ = self.lstm(inputs)
         return self.head(output[:, -1]).squeeze(1)
 
@@ -67,8 +67,9 @@ def train(impl: str, args: argparse.Namespace) -> tuple[list[float], list[float]
     model = build_model(impl, args.hidden_size, args.proj_size, args.seed).to(args.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     generator = torch.Generator().manual_seed(args.seed + 1)  # the same batches for each impl
-    batches = [adding_problem(args.batch, args.steps, generator)
-               for _ in range(args.batches_per_epoch)]
+    batches = [
+        adding_problem(args.batch, args.steps, generator) for _ in range(args.batches_per_epoch)
+    ]
     losses, seconds = [], []
     for _ in range(args.epochs):
         started, total = time.perf_counter(), 0.0
@@ -95,8 +96,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--proj-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available()
-                        and lstm_ext.cuda_available() else "cpu")
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() and lstm_ext.cuda_available() else "cpu",
+    )
     return parser.parse_args(argv)
 
 
@@ -108,8 +111,12 @@ def main(argv=None) -> dict[str, tuple[list[float], list[float]]]:
     runs = {impl: train(impl, args) for impl in impls}
     print("epoch  " + "  ".join(f"{impl + ' loss':>14s} {'s/epoch':>8s}" for impl in impls))
     for epoch in range(args.epochs):
-        print(f"{epoch + 1:5d}  " + "  ".join(
-            f"{runs[impl][0][epoch]:14.6f} {runs[impl][1][epoch]:8.3f}" for impl in impls))
+        print(
+            f"{epoch + 1:5d}  "
+            + "  ".join(
+                f"{runs[impl][0][epoch]:14.6f} {runs[impl][1][epoch]:8.3f}" for impl in impls
+            )
+        )
     return runs
 
 

@@ -8,8 +8,19 @@ from lstm_ext.module import LSTM
 from lstm_ext.ops import cuda_available, lstm_layer
 from lstm_ext.streaming import StreamingLSTM
 
-__all__ = ["LSTM", "StreamingLSTM", "forward", "lstm_layer", "cuda_available", "cpu_isa",
-           "supported_cpu_isas", "select_cpu_isa", "empty_cache", "memory_stats", "reference"]
+__all__ = [
+    "LSTM",
+    "StreamingLSTM",
+    "forward",
+    "lstm_layer",
+    "cuda_available",
+    "cpu_isa",
+    "supported_cpu_isas",
+    "select_cpu_isa",
+    "empty_cache",
+    "memory_stats",
+    "reference",
+]
 __version__ = "0.1.0"
 
 apply_limit_from_environment()

@@ -19,8 +19,9 @@ from lstm_ext._reuse import reused
 def setup_layer_context(ctx, inputs, output):
     input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_for_backward = inputs
     layer_output, _, _, gates, cells, hidden = output
-    ctx.save_for_backward(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, layer_output,
-                          gates, cells, hidden)
+    ctx.save_for_backward(
+        input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, layer_output, gates, cells, hidden
+    )
     ctx.reverse = reverse
     ctx.saved_activations = save_for_backward
     # The saved activations are not differentiable outputs, nor an output that depends on no
@@ -44,8 +45,9 @@ def _constant_outputs(inputs, output):
 
     steps = batch_sizes.shape[0]
     if steps == 0:
-        return [layer_output] + [state for state, initial in ((h_n, h0), (c_n, c0))
-                                 if not any_requires_grad(initial)]
+        return [layer_output] + [
+            state for state, initial in ((h_n, h0), (c_n, c0)) if not any_requires_grad(initial)
+        ]
     if steps == 1 and not any_requires_grad(input, h0, c0, w_ih, w_hh, b_ih, b_hh):
         return [c_n]
     return []
@@ -55,7 +57,8 @@ def layer_backward(ctx, grad_output, grad_h_n, grad_c_n, *_grads_of_saved_activa
     if not ctx.saved_activations:
         raise RuntimeError(
             "lstm_ext.lstm_layer_forward was called with save_for_backward=False and cannot be "
-            "differentiated; call it with save_for_backward=True (lstm_ext.ops.lstm_layer does)")
+            "differentiated; call it with save_for_backward=True (lstm_ext.ops.lstm_layer does)"
+        )
     grads = (grad_output, grad_h_n, grad_c_n)
     # Grad mode is on in a backward that builds a graph (create_graph=True, torch.func).
     if torch.is_grad_enabled():
@@ -73,14 +76,19 @@ def _zero_state_gradient(name, state):
     """Zeros like `state` (B, .), for the gradient of a final state the loss does not use: the
     operator only reads it, so a backward reuses the last one of its shape (lstm_ext/_reuse.py:
     a tensor operation saved matters to a small layer)."""
-    return reused(_reused_zero_gradients, name, (state.shape, state.dtype, state.device),
-                  lambda: torch.zeros_like(state))
+    return reused(
+        _reused_zero_gradients,
+        name,
+        (state.shape, state.dtype, state.device),
+        lambda: torch.zeros_like(state),
+    )
 
 
 def _fused_backward(ctx, grads):
     """The gradients from the fused backward operator (not differentiable itself)."""
     input, batch_sizes, h0, c0, w_ih, w_hh, _, _, w_hr, output, gates, cells, hidden = (
-        ctx.saved_tensors)
+        ctx.saved_tensors
+    )
     grad_output, grad_h_n, grad_c_n = grads
     grad_output = torch.zeros_like(output) if grad_output is None else grad_output
     grad_h_n = _zero_state_gradient("h_n", h0) if grad_h_n is None else grad_h_n
@@ -90,10 +98,27 @@ def _fused_backward(ctx, grads):
     needs_input_grad = ctx.needs_input_grad
     grad_input_mask = needs_input_grad[0]
     grad_weights_mask = any(needs_input_grad[4:9])
-    (grad_input, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias,
-     grad_w_hr) = torch.ops.lstm_ext.lstm_layer_backward(
-        grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, c0, w_ih, w_hh, w_hr, output,
-        gates, cells, hidden, ctx.reverse, grad_input_mask, grad_weights_mask)
+    (grad_input, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr) = (
+        torch.ops.lstm_ext.lstm_layer_backward(
+            grad_output,
+            grad_h_n,
+            grad_c_n,
+            input,
+            batch_sizes,
+            h0,
+            c0,
+            w_ih,
+            w_hh,
+            w_hr,
+            output,
+            gates,
+            cells,
+            hidden,
+            ctx.reverse,
+            grad_input_mask,
+            grad_weights_mask,
+        )
+    )
     if not grad_weights_mask:
         return (grad_input if grad_input_mask else None, None, grad_h0, grad_c0, *([None] * 7))
     # Both biases have the same gradient, but each parameter gets a tensor of its own: a caller
@@ -102,12 +127,24 @@ def _fused_backward(ctx, grads):
     grad_b_hh = None
     if needs_input_grad[7]:
         grad_b_hh = grad_bias.clone() if grad_b_ih is not None else grad_bias
-    return (grad_input if grad_input_mask else None, None, grad_h0, grad_c0, grad_w_ih,
-            grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr if w_hr is not None else None, None, None)
+    return (
+        grad_input if grad_input_mask else None,
+        None,
+        grad_h0,
+        grad_c0,
+        grad_w_ih,
+        grad_w_hh,
+        grad_b_ih,
+        grad_b_hh,
+        grad_w_hr if w_hr is not None else None,
+        None,
+        None,
+    )
 
 
-torch.library.register_autograd("lstm_ext::lstm_layer_forward", layer_backward,
-                                setup_context=setup_layer_context)
+torch.library.register_autograd(
+    "lstm_ext::lstm_layer_forward", layer_backward, setup_context=setup_layer_context
+)
 
 
 def _forward_below_autograd(*inputs):

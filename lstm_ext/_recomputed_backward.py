@@ -16,8 +16,12 @@ def _current_values(saved):
     transform level that has finished (a vjp's pullback); a view of it is its value at the levels
     still running, and requires grad exactly where a gradient can still be asked for."""
     with torch.enable_grad():
-        return [value.view_as(value) if index in DIFFERENTIABLE_ARGUMENTS and value is not None
-                else value for index, value in enumerate(saved)]
+        return [
+            value.view_as(value)
+            if index in DIFFERENTIABLE_ARGUMENTS and value is not None
+            else value
+            for index, value in enumerate(saved)
+        ]
 
 
 def recomputed_backward(ctx, grads):
@@ -36,8 +40,12 @@ def recomputed_backward(ctx, grads):
         return reference.lstm_layer(*values, reverse=ctx.reverse)
 
     outputs, pullback = torch.func.vjp(layer, *(arguments[i] for i in wanted))
-    computed = pullback(tuple(torch.zeros_like(output) if grad is None else grad
-                              for output, grad in zip(outputs, grads)))
+    computed = pullback(
+        tuple(
+            torch.zeros_like(output) if grad is None else grad
+            for output, grad in zip(outputs, grads)
+        )
+    )
     result = [None] * 11
     for index, grad in zip(wanted, computed):
         result[index] = grad

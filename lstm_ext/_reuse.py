@@ -14,8 +14,11 @@ def reused(cache, name, key, make):
     `key` and the inference mode were the same. Traced code makes its own (a trace would record
     the cached tensor as a constant); a tensor made under inference mode cannot be saved for a
     backward outside it."""
-    if (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
-            or torch.jit.is_tracing()):
+    if (
+        torch.compiler.is_compiling()
+        or torch._C._are_functorch_transforms_active()
+        or torch.jit.is_tracing()
+    ):
         return make()
     key = (key, torch.is_inference_mode_enabled())
     cached = cache.get(name)
@@ -28,5 +31,9 @@ def reused(cache, name, key, make):
 
 def padded_batch_sizes(cache, steps, batch):
     """batch_sizes (T,) int64 of a padded batch: [B] * T."""
-    return reused(cache, "_padded_batch_sizes_cache", (steps, batch),
-                  lambda: torch.full((steps,), batch, dtype=torch.int64))
+    return reused(
+        cache,
+        "_padded_batch_sizes_cache",
+        (steps, batch),
+        lambda: torch.full((steps,), batch, dtype=torch.int64),
+    )

@@ -8,11 +8,14 @@ def refuse_scripting(name):
     raise RuntimeError(
         f"{name} cannot be compiled by torch.jit.script: it dispatches in Python, which "
         "TorchScript does not support. Use torch.compile, or torch.export.export for a "
-        "serialized graph (torch.jit.trace also records it, for one input rank).")
+        "serialized graph (torch.jit.trace also records it, for one input rank)."
+    )
 
 
 def scripting_refused(name):
     """A __prepare_scriptable__ hook for the function `name`."""
+
     def prepare():
         refuse_scripting(name)
+
     return prepare

@@ -12,10 +12,14 @@ def _sample(value, dim, index):
 def _call_per_sample(op, info, in_dims, args):
     batch_sizes_dim = in_dims[4] if op is torch.ops.lstm_ext.lstm_layer_backward else in_dims[1]
     if batch_sizes_dim is not None:
-        raise RuntimeError(f"{op}: vmap over batch_sizes is not supported; vmap the sequences "
-                           "with batch_sizes shared")
-    results = [op(*(_sample(arg, dim, index) for arg, dim in zip(args, in_dims)))
-               for index in range(info.batch_size)]
+        raise RuntimeError(
+            f"{op}: vmap over batch_sizes is not supported; vmap the sequences "
+            "with batch_sizes shared"
+        )
+    results = [
+        op(*(_sample(arg, dim, index) for arg, dim in zip(args, in_dims)))
+        for index in range(info.batch_size)
+    ]
     return tuple(torch.stack(outputs) for outputs in zip(*results)), (0,) * len(results[0])
 
 

@@ -19,14 +19,20 @@ def forward(input, initial_states, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None):
     h_t = W_hr (o_t * tanh(c_t)), with R = P when given, else H.
     Returns (output (B, T, R), (h_n (B, R), c_n (B, H))). Differentiable in every tensor.
     """
-    hidden_size, recurrent_size = check_forward_args(input, initial_states, w_ih, w_hh, b_ih,
-                                                     b_hh, w_hr)
+    hidden_size, recurrent_size = check_forward_args(
+        input, initial_states, w_ih, w_hh, b_ih, b_hh, w_hr
+    )
     batch, steps, input_size = input.shape
     if initial_states is None:
-        h0, c0 = reused(_reused_tensors, "zero_states",
-                        (batch, recurrent_size, hidden_size, input.dtype, input.device),
-                        lambda: (input.new_zeros((batch, recurrent_size)),
-                                 input.new_zeros((batch, hidden_size))))
+        h0, c0 = reused(
+            _reused_tensors,
+            "zero_states",
+            (batch, recurrent_size, hidden_size, input.dtype, input.device),
+            lambda: (
+                input.new_zeros((batch, recurrent_size)),
+                input.new_zeros((batch, hidden_size)),
+            ),
+        )
     else:
         h0, c0 = initial_states
     # The operators take time-major rows: step t's rows are contiguous. A single sequence lies

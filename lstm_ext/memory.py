@@ -38,6 +38,8 @@ def apply_limit_from_environment():
     except ValueError:
         megabytes = -1
     if megabytes < 0:
-        raise ValueError(f"{CACHE_LIMIT_VARIABLE} must be a whole number of megabytes >= 0 "
-                         f"(0 turns the cache off), got {value!r}")
+        raise ValueError(
+            f"{CACHE_LIMIT_VARIABLE} must be a whole number of megabytes >= 0 "
+            f"(0 turns the cache off), got {value!r}"
+        )
     torch.ops.lstm_ext.set_cpu_buffer_cache_limit(megabytes << 20)

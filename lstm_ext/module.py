@@ -34,11 +34,23 @@ class LSTM(nn.Module):
     the two modules differ.
     """
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None):
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        num_layers=1,
+        bias=True,
+        batch_first=False,
+        dropout=0.0,
+        bidirectional=False,
+        proj_size=0,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
-        _check_constructor_args(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                                proj_size)
+        _check_constructor_args(
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size
+        )
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -59,16 +71,19 @@ class LSTM(nn.Module):
             layer_input_size = input_size if layer == 0 else recurrent_size * num_directions
             for direction in range(num_directions):
                 suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-                shapes = {f"weight_ih{suffix}": (gate_size, layer_input_size),
-                          f"weight_hh{suffix}": (gate_size, recurrent_size)}
+                shapes = {
+                    f"weight_ih{suffix}": (gate_size, layer_input_size),
+                    f"weight_hh{suffix}": (gate_size, recurrent_size),
+                }
                 if bias:
                     shapes[f"bias_ih{suffix}"] = (gate_size,)
                     shapes[f"bias_hh{suffix}"] = (gate_size,)
                 if proj_size > 0:
                     shapes[f"weight_hr{suffix}"] = (proj_size, hidden_size)
                 for name, shape in shapes.items():
-                    self.register_parameter(name, nn.Parameter(torch.empty(shape,
-                                                                           **factory_kwargs)))
+                    self.register_parameter(
+                        name, nn.Parameter(torch.empty(shape, **factory_kwargs))
+                    )
                 self._all_weights.append(list(shapes))
                 self._weight_suffixes.append(suffix)
         self.reset_parameters()
@@ -78,10 +93,18 @@ class LSTM(nn.Module):
         """An lstm_ext.LSTM with the configuration, device, dtype, weights and train/eval mode of
         the torch.nn.LSTM `module` (copies of its weights, not shared parameters)."""
         first_weight = module.weight_ih_l0
-        lstm = cls(module.input_size, module.hidden_size, num_layers=module.num_layers,
-                   bias=module.bias, batch_first=module.batch_first, dropout=module.dropout,
-                   bidirectional=module.bidirectional, proj_size=module.proj_size,
-                   device=first_weight.device, dtype=first_weight.dtype)
+        lstm = cls(
+            module.input_size,
+            module.hidden_size,
+            num_layers=module.num_layers,
+            bias=module.bias,
+            batch_first=module.batch_first,
+            dropout=module.dropout,
+            bidirectional=module.bidirectional,
+            proj_size=module.proj_size,
+            device=first_weight.device,
+            dtype=first_weight.dtype,
+        )
         lstm.load_state_dict(module.state_dict())
         lstm.train(module.training)
         return lstm
@@ -135,8 +158,10 @@ class LSTM(nn.Module):
             self._check_states(hx, _packed_batch_size(batch_sizes, sorted_indices, hx), rows)
             h0, c0 = _select_batch(hx, sorted_indices)  # in the sorted order of the rows
         output, h_n, c_n = self._run_layers(rows, batch_sizes, h0, c0)
-        return (PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices),
-                _select_batch((h_n, c_n), unsorted_indices))
+        return (
+            PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices),
+            _select_batch((h_n, c_n), unsorted_indices),
+        )
 
     def _forward_padded(self, input, hx):
         if input.dim() not in (2, 3):
@@ -160,7 +185,8 @@ class LSTM(nn.Module):
                 kind = "batched 3-D" if is_batched else "unbatched 2-D"
                 raise RuntimeError(
                     f"For {kind} input, hx and cx should also be {expected_dim}-D but got "
-                    f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
+                    f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
+                )
             self._check_state_count(hx)
             h0, c0 = hx if is_batched else (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
             self._check_states((h0, c0), batch, input)
@@ -196,14 +222,24 @@ class LSTM(nn.Module):
             for direction in range(num_directions):
                 state_index = layer * num_directions + direction
                 w_ih, w_hh, b_ih, b_hh, w_hr = self._weights(state_index, compute_dtype)
-                output, h_n, c_n = lstm_layer(layer_input, batch_sizes, h0[state_index],
-                                              c0[state_index], w_ih, w_hh, b_ih, b_hh, w_hr,
-                                              reverse=direction == 1)
+                output, h_n, c_n = lstm_layer(
+                    layer_input,
+                    batch_sizes,
+                    h0[state_index],
+                    c0[state_index],
+                    w_ih,
+                    w_hh,
+                    b_ih,
+                    b_hh,
+                    w_hr,
+                    reverse=direction == 1,
+                )
                 direction_outputs.append(output)
                 final_hidden.append(h_n)
                 final_cell.append(c_n)
-            layer_input = (torch.cat(direction_outputs, dim=1) if num_directions == 2
-                           else direction_outputs[0])
+            layer_input = (
+                torch.cat(direction_outputs, dim=1) if num_directions == 2 else direction_outputs[0]
+            )
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, p=self.dropout, training=True)
         if len(final_hidden) == 1:  # a view instead of a copy
@@ -215,8 +251,10 @@ class LSTM(nn.Module):
         suffix = self._weight_suffixes[state_index]
         # Straight from the parameter dict: nn.Module.__getattr__ costs microseconds a call.
         parameters = self._parameters
-        weights = [parameters.get(name + suffix)
-                   for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")]
+        weights = [
+            parameters.get(name + suffix)
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+        ]
         if compute_dtype is not None:
             weights = [w.to(compute_dtype) if w is not None else None for w in weights]
         return weights
@@ -236,8 +274,10 @@ class LSTM(nn.Module):
         recurrent_size = self.proj_size if self.proj_size > 0 else self.hidden_size
 
         def make():
-            return ((input.new_zeros((batch, recurrent_size)),) * num_states,
-                    (input.new_zeros((batch, self.hidden_size)),) * num_states)
+            return (
+                (input.new_zeros((batch, recurrent_size)),) * num_states,
+                (input.new_zeros((batch, self.hidden_size)),) * num_states,
+            )
 
         return reused(self.__dict__, "_zero_states_cache", (batch, input.dtype, input.device), make)
 
@@ -247,16 +287,21 @@ class LSTM(nn.Module):
             raise ValueError(
                 f"RNN input dtype ({input.dtype}) does not match weight dtype ({weight.dtype}). "
                 f"Convert input: input.to({weight.dtype}), or convert model: "
-                f"model.to({input.dtype})")
+                f"model.to({input.dtype})"
+            )
         if input.device != weight.device:
-            raise RuntimeError("Input and parameter tensors are not at the same device, found "
-                               f"input tensor at {input.device} and parameter tensor at "
-                               f"{weight.device}")
+            raise RuntimeError(
+                "Input and parameter tensors are not at the same device, found "
+                f"input tensor at {input.device} and parameter tensor at "
+                f"{weight.device}"
+            )
         if input.dim() != expected_dim:
             raise RuntimeError(f"input must have {expected_dim} dimensions, got {input.dim()}")
         if self.input_size != input.size(-1):
-            raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected "
-                               f"{self.input_size}, got {input.size(-1)}")
+            raise RuntimeError(
+                f"input.size(-1) must be equal to input_size. Expected "
+                f"{self.input_size}, got {input.size(-1)}"
+            )
 
     def _check_state_count(self, hx):
         # nn.LSTM's ATen call refuses one tensor, even one whose first dimension is 2.
@@ -269,17 +314,22 @@ class LSTM(nn.Module):
         """hx's sizes, then its devices, with nn.LSTM's messages."""
         num_states = self.num_layers * (2 if self.bidirectional else 1)
         recurrent_size = self.proj_size if self.proj_size > 0 else self.hidden_size
-        expected_sizes = ((num_states, batch, recurrent_size),
-                          (num_states, batch, self.hidden_size))
+        expected_sizes = (
+            (num_states, batch, recurrent_size),
+            (num_states, batch, self.hidden_size),
+        )
         for index, (state, expected) in enumerate(zip(hx, expected_sizes)):
             if state.size() != expected:
-                raise RuntimeError(f"Expected hidden[{index}] size {expected}, got "
-                                   f"{list(state.size())}")
+                raise RuntimeError(
+                    f"Expected hidden[{index}] size {expected}, got {list(state.size())}"
+                )
         for state in hx:
             if state.device != input.device:
-                raise RuntimeError("Input and hidden tensors are not at the same device, found "
-                                   f"input tensor at {input.device} and hidden tensor at "
-                                   f"{state.device}")
+                raise RuntimeError(
+                    "Input and hidden tensors are not at the same device, found "
+                    f"input tensor at {input.device} and hidden tensor at "
+                    f"{state.device}"
+                )
 
 
 def _packed_batch_size(batch_sizes, sorted_indices, hx):
@@ -300,17 +350,26 @@ def _select_batch(hx, indices):
     return hx[0].index_select(1, indices), hx[1].index_select(1, indices)
 
 
-def _check_constructor_args(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                            proj_size):
+def _check_constructor_args(
+    input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size
+):
     """nn.RNNBase's argument checks, with its messages."""
-    if (not isinstance(dropout, numbers.Number) or not 0 <= dropout <= 1
-            or isinstance(dropout, bool)):
-        raise ValueError("dropout should be a number in range [0, 1] representing the "
-                         "probability of an element being zeroed")
+    if (
+        not isinstance(dropout, numbers.Number)
+        or not 0 <= dropout <= 1
+        or isinstance(dropout, bool)
+    ):
+        raise ValueError(
+            "dropout should be a number in range [0, 1] representing the "
+            "probability of an element being zeroed"
+        )
     if dropout > 0 and num_layers == 1:
-        warnings.warn("dropout option adds dropout after all but last recurrent layer, so "
-                      "non-zero dropout expects num_layers greater than 1, but got "
-                      f"dropout={dropout} and num_layers={num_layers}", stacklevel=3)
+        warnings.warn(
+            "dropout option adds dropout after all but last recurrent layer, so "
+            "non-zero dropout expects num_layers greater than 1, but got "
+            f"dropout={dropout} and num_layers={num_layers}",
+            stacklevel=3,
+        )
     if not isinstance(bias, bool):
         raise TypeError(f"bias should be of type bool, got: {type(bias).__name__}")
     if not isinstance(batch_first, bool):

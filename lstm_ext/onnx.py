@@ -26,8 +26,10 @@ try:
     from onnxscript import opset18 as op
     from onnxscript.values import Opset
 except ImportError as error:
-    raise ImportError(f"lstm_ext.onnx needs onnxscript ({error}): pip install onnx onnxscript "
-                      "(and onnxruntime to run the exported models)") from error
+    raise ImportError(
+        f"lstm_ext.onnx needs onnxscript ({error}): pip install onnx onnxscript "
+        "(and onnxruntime to run the exported models)"
+    ) from error
 
 from lstm_ext.module import LSTM
 
@@ -51,14 +53,16 @@ def export(model, args, f=None, *, dynamic_shapes=None, **options):
     with torch.no_grad():
         program = torch.export.export(model, tuple(args), dynamic_shapes=dynamic_shapes)
     _refuse_packed_layers(program)
-    return torch.onnx.export(program, f=f, dynamo=True,
-                             custom_translation_table=translation_table(), **options)
+    return torch.onnx.export(
+        program, f=f, dynamo=True, custom_translation_table=translation_table(), **options
+    )
 
 
 _PACKED_MESSAGE = (
     "lstm_ext.onnx: PackedSequence input is not supported: the ONNX translation takes padded "
     "(T, B, I) or (B, T, I) batches, in which every sequence runs every step. Export the model "
-    "on padded tensors; mask the steps past each sequence's end in the model or afterwards.")
+    "on padded tensors; mask the steps past each sequence's end in the model or afterwards."
+)
 
 
 def _refuse_training_dropout(model):
@@ -67,7 +71,8 @@ def _refuse_training_dropout(model):
             raise NotImplementedError(
                 f"lstm_ext.onnx: {name or 'the model'} applies dropout={module.dropout} between "
                 "its layers in training mode, which ONNX export does not support. Call "
-                "model.eval() before exporting (inference applies no dropout).")
+                "model.eval() before exporting (inference applies no dropout)."
+            )
 
 
 def _refuse_packed_layers(program):
@@ -79,8 +84,19 @@ def _refuse_packed_layers(program):
                 raise NotImplementedError(_PACKED_MESSAGE)
 
 
-def lstm_layer_forward(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None,
-                       reverse=False, save_for_backward=False):
+def lstm_layer_forward(
+    input,
+    batch_sizes,
+    h0,
+    c0,
+    w_ih,
+    w_hh,
+    b_ih=None,
+    b_hh=None,
+    w_hr=None,
+    reverse=False,
+    save_for_backward=False,
+):
     """The translation of lstm_ext::lstm_layer_forward on padded rows: input (T*B, I) ->
     (output (T*B, R), h_n (B, R), c_n (B, H), and three empty tensors for the activations that
     only a backward pass reads)."""
@@ -93,8 +109,7 @@ def lstm_layer_forward(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih=None, b_hh=N
     if w_hr is None:
         output, h_n, c_n = _onnx_lstm(sequence, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse)
     else:
-        output, h_n, c_n = _projected_lstm(sequence, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
-                                           reverse)
+        output, h_n, c_n = _projected_lstm(sequence, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse)
     rows = op.Reshape(output, op.Constant(value_ints=[-1, w_hh.shape[1]]))
     empty = op.CastLike(op.Constant(value=ir.tensor(np.zeros((0,), np.float32))), input)
     return rows, h_n, c_n, empty, empty, empty
@@ -110,12 +125,20 @@ def _onnx_lstm(sequence, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse):
     if b_ih is not None or b_hh is not None:
         b_ih = _zeros_like_rows(w_ih) if b_ih is None else b_ih
         b_hh = _zeros_like_rows(w_ih) if b_hh is None else b_hh
-        bias = op.Unsqueeze(op.Concat(_onnx_gate_order(b_ih), _onnx_gate_order(b_hh), axis=0),
-                            first)
-    output, h_n, c_n = op.LSTM(sequence, weights, recurrent_weights, bias, None,
-                               op.Unsqueeze(h0, first), op.Unsqueeze(c0, first),
-                               hidden_size=hidden_size,
-                               direction="reverse" if reverse else "forward")
+        bias = op.Unsqueeze(
+            op.Concat(_onnx_gate_order(b_ih), _onnx_gate_order(b_hh), axis=0), first
+        )
+    output, h_n, c_n = op.LSTM(
+        sequence,
+        weights,
+        recurrent_weights,
+        bias,
+        None,
+        op.Unsqueeze(h0, first),
+        op.Unsqueeze(c0, first),
+        hidden_size=hidden_size,
+        direction="reverse" if reverse else "forward",
+    )
     return output, op.Squeeze(h_n, first), op.Squeeze(c_n, first)
 
 
@@ -146,14 +169,19 @@ def _projected_lstm(sequence, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse):
 
 def _flip_steps(sequence):
     """sequence (T, ...) with its steps in reverse order."""
-    return op.Slice(sequence, op.Constant(value_ints=[-1]),
-                    op.Constant(value_ints=[-(2 ** 63)]), op.Constant(value_ints=[0]),
-                    op.Constant(value_ints=[-1]))
+    return op.Slice(
+        sequence,
+        op.Constant(value_ints=[-1]),
+        op.Constant(value_ints=[-(2**63)]),
+        op.Constant(value_ints=[0]),
+        op.Constant(value_ints=[-1]),
+    )
 
 
 @onnxscript.script(LSTM_EXT_DOMAIN, default_opset=op)
-def ProjectedLSTMLayer(x: FLOAT, h0: FLOAT, c0: FLOAT, w_ih: FLOAT, w_hh: FLOAT, bias: FLOAT,
-                       w_hr: FLOAT) -> tuple[FLOAT, FLOAT, FLOAT]:
+def ProjectedLSTMLayer(
+    x: FLOAT, h0: FLOAT, c0: FLOAT, w_ih: FLOAT, w_hh: FLOAT, bias: FLOAT, w_hr: FLOAT
+) -> tuple[FLOAT, FLOAT, FLOAT]:
     """An LSTM layer with projection, torch.nn.LSTM's: x (T, B, I), h0 (B, P), c0 (B, H),
     w_ih (4H, I), w_hh (4H, P), bias (4H) = b_ih + b_hh, w_hr (P, H) -> (output (T, B, P),
     h_n (B, P), c_n (B, H))."""

@@ -28,8 +28,9 @@ def cuda_available() -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key("lstm_ext::lstm_layer_forward", "CUDA")
 
 
-def lstm_layer(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None,
-               reverse=False):
+def lstm_layer(
+    input, batch_sizes, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, reverse=False
+):
     """One LSTM layer in one direction over packed time-major rows; differentiable.
 
     input (N, I); batch_sizes (T,) int64 on the CPU, non-increasing, batch_sizes[0] = B;
@@ -41,7 +42,8 @@ def lstm_layer(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_h
     tracing = torch.jit.is_tracing()
     # A TorchScript trace runs in either grad mode whatever mode it was traced in: it saves them.
     save_for_backward = (torch.is_grad_enabled() or tracing) and any(
-        t is not None and t.requires_grad for t in (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr))
+        t is not None and t.requires_grad for t in (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
+    )
     args = (input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_for_backward)
     if tracing or torch.compiler.is_compiling():
         # The graph records the operator, whose registration differentiates it.

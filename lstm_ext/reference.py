@@ -41,8 +41,9 @@ def lstm_forward(input, initial_states, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=N
     return output, (h, c)
 
 
-def lstm_layer(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None,
-               reverse=False):
+def lstm_layer(
+    input, batch_sizes, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, reverse=False
+):
     """Same signature and results as lstm_ext.lstm_layer (packed time-major rows).
 
     Step t runs the first batch_sizes[t] sequences. The states of the others stay as they are:
@@ -57,8 +58,9 @@ def lstm_layer(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_h
     outputs = [None] * len(sizes)
     for t in reversed(range(len(sizes))) if reverse else range(len(sizes)):
         rows = sizes[t]
-        h_t, c_t = _step(input[offsets[t]:offsets[t + 1]], h[:rows], c[:rows], w_ih, w_hh, b_ih,
-                         b_hh, w_hr)
+        h_t, c_t = _step(
+            input[offsets[t] : offsets[t + 1]], h[:rows], c[:rows], w_ih, w_hh, b_ih, b_hh, w_hr
+        )
         outputs[t] = h_t
         h = torch.cat((h_t, h[rows:]))
         c = torch.cat((c_t, c[rows:]))

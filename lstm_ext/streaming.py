@@ -28,7 +28,8 @@ class StreamingLSTM:
             raise ValueError(
                 "StreamingLSTM: a bidirectional LSTM cannot run on a stream: its reverse "
                 "direction reads the sequence from the end, so no output is final before the "
-                "stream ends. Run it on whole sequences, or stream a unidirectional LSTM.")
+                "stream ends. Run it on whole sequences, or stream a unidirectional LSTM."
+            )
         self.lstm = lstm
         self.state = None
 

@@ -14,7 +14,8 @@ if SOURCE_TREE not in sys.path:
     sys.path.append(SOURCE_TREE)
 
 CUDA_DEVICE = pytest.param(
-    "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU"))
+    "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+)
 
 
 @pytest.fixture(params=["cpu", CUDA_DEVICE])
@@ -36,14 +37,19 @@ def full_precision_float32():
 
 
 # Every ISA level of the CPU microkernels on this architecture, lowest first (lstm_ext/isa.py).
-CPU_ISAS = ("neon",) if platform.machine() in ("aarch64", "arm64") else ("default", "avx2",
-                                                                         "avx512")
+CPU_ISAS = (
+    ("neon",) if platform.machine() in ("aarch64", "arm64") else ("default", "avx2", "avx512")
+)
 
 
 def _cpu_isa_param(name):
     lacks = name not in lstm_ext.supported_cpu_isas()
-    return pytest.param(name, marks=pytest.mark.skipif(
-        lacks, reason=f"the processor lacks {name.upper()} (run on one that has it)"))
+    return pytest.param(
+        name,
+        marks=pytest.mark.skipif(
+            lacks, reason=f"the processor lacks {name.upper()} (run on one that has it)"
+        ),
+    )
 
 
 @pytest.fixture(params=[_cpu_isa_param(name) for name in CPU_ISAS])

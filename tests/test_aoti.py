@@ -32,8 +32,7 @@ def compiled(tmp_path_factory):
 
 def package_files(package, suffix):
     with zipfile.ZipFile(package) as archive:
-        return [archive.read(name).decode() for name in archive.namelist()
-                if name.endswith(suffix)]
+        return [archive.read(name).decode() for name in archive.namelist() if name.endswith(suffix)]
 
 
 def test_package_calls_the_lstm_ext_operator_through_the_proxy_executor(compiled):
@@ -71,11 +70,22 @@ def build_cpp_example(directory):
     """Compiles examples/aoti_cpp/main.cpp against this torch's libtorch (what its CMakeLists.txt
     does, without needing CMake)."""
     torch_lib = cpp_extension.library_paths()[0]
-    command = [os.environ.get("CXX", "c++"), "-std=c++20", "-O1",
-               str(REPO / "examples" / "aoti_cpp" / "main.cpp"), "-o", str(directory / "tagger"),
-               *(f"-I{path}" for path in cpp_extension.include_paths()), f"-L{torch_lib}",
-               f"-Wl,-rpath,{torch_lib}", "-Wl,--no-as-needed", "-ltorch", "-ltorch_cpu", "-lc10",
-               "-ldl"]
+    command = [
+        os.environ.get("CXX", "c++"),
+        "-std=c++20",
+        "-O1",
+        str(REPO / "examples" / "aoti_cpp" / "main.cpp"),
+        "-o",
+        str(directory / "tagger"),
+        *(f"-I{path}" for path in cpp_extension.include_paths()),
+        f"-L{torch_lib}",
+        f"-Wl,-rpath,{torch_lib}",
+        "-Wl,--no-as-needed",
+        "-ltorch",
+        "-ltorch_cpu",
+        "-lc10",
+        "-ldl",
+    ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-4000:]
     return directory / "tagger"
@@ -86,9 +96,17 @@ def test_cpp_program_runs_the_package(compiled, tmp_path):
     program = build_cpp_example(tmp_path)
     output = package.parent / "output.pt"
     completed = subprocess.run(
-        [str(program), str(package), package_tagger.operator_library(),
-         str(package.parent / "input.pt"), str(output)], capture_output=True, text=True,
-        timeout=120)
+        [
+            str(program),
+            str(package),
+            package_tagger.operator_library(),
+            str(package.parent / "input.pt"),
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert completed.returncode == 0, completed.stderr[-4000:]
     assert "input [4, 50, 10] -> scores [4, 50, 5]" in completed.stdout
     package_tagger.check(package.parent)
@@ -96,6 +114,9 @@ def test_cpp_program_runs_the_package(compiled, tmp_path):
     # Without the operator library the package cannot find lstm_ext's operator.
     missing = subprocess.run(
         [str(program), str(package), "libm.so.6", str(package.parent / "input.pt"), str(output)],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.returncode == 1
     assert "Could not find schema for lstm_ext::lstm_layer_forward" in missing.stderr

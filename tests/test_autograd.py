@@ -6,11 +6,11 @@ import itertools
 
 import pytest
 import torch
+from test_operators import packed_args, packed_layer
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import lstm_ext
 from layer_cases import sample_inputs
-from test_operators import packed_args, packed_layer
 from tolerances import assert_close_scaled
 
 
@@ -35,8 +35,10 @@ def test_eager_function_and_operator_registration_give_the_same_gradients(revers
     args = packed_args("cpu", dtype=torch.float32, proj_size=2, reverse=reverse)
     leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
     results = []
-    for layer in (lstm_ext.lstm_layer,
-                  lambda *a: torch.ops.lstm_ext.lstm_layer_forward(*a, True)[:3]):
+    for layer in (
+        lstm_ext.lstm_layer,
+        lambda *a: torch.ops.lstm_ext.lstm_layer_forward(*a, True)[:3],
+    ):
         output, h_n, c_n = layer(*args)
         assert output.grad_fn is not None
         loss = (output * output.detach().cos()).sum() + h_n.sum() + c_n.square().sum()
@@ -58,8 +60,11 @@ def double_backward_grads(module, data, lengths):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("config", [dict(), dict(num_layers=2, bidirectional=True, proj_size=2)],
-                         ids=["plain", "deep-bidirectional-projected"])
+@pytest.mark.parametrize(
+    "config",
+    [dict(), dict(num_layers=2, bidirectional=True, proj_size=2)],
+    ids=["plain", "deep-bidirectional-projected"],
+)
 def test_double_backward_matches_nn_lstm(device, dtype, config):
     # cuDNN refuses double backward: the expected values are nn.LSTM's on the CPU.
     torch.manual_seed(0)
@@ -80,8 +85,9 @@ def test_gradgradcheck_packed(device, reverse, proj_size):
 
 
 def test_gradgradcheck_forward_without_bias(device):
-    case = sample_inputs(device, torch.float64, batch=2, steps=3, input_size=2, hidden_size=3,
-                         bias=False)
+    case = sample_inputs(
+        device, torch.float64, batch=2, steps=3, input_size=2, hidden_size=3, bias=False
+    )
 
     def layer(input, h0, c0, w_ih, w_hh):
         output, (h_n, c_n) = lstm_ext.forward(input, (h0, c0), w_ih, w_hh)
@@ -93,6 +99,7 @@ def test_gradgradcheck_forward_without_bias(device):
 def test_reference_layer_matches_the_fused_layer_on_packed_rows():
     for reverse, proj_size in itertools.product((False, True), (None, 2)):
         args = packed_args("cpu", proj_size=proj_size, reverse=reverse)
-        for fused, reference in zip(lstm_ext.lstm_layer(*args),
-                                    lstm_ext.reference.lstm_layer(*args)):
+        for fused, reference in zip(
+            lstm_ext.lstm_layer(*args), lstm_ext.reference.lstm_layer(*args)
+        ):
             torch.testing.assert_close(fused, reference)

@@ -21,8 +21,22 @@ from benchmarks.plot import is_grid, plot
 from benchmarks.summary import summarize, summary_table
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["--batch", "3", "--steps", "4", "--input-size", "5", "--hidden-size", "6",
-        "--min-run-time", "0.01", "--device", "cpu", "--compile-max-steps", "0"]
+TINY = [
+    "--batch",
+    "3",
+    "--steps",
+    "4",
+    "--input-size",
+    "5",
+    "--hidden-size",
+    "6",
+    "--min-run-time",
+    "0.01",
+    "--device",
+    "cpu",
+    "--compile-max-steps",
+    "0",
+]
 IMPLEMENTATIONS = ["lstm_ext", "torch.nn.LSTM", "reference", "compiled reference"]
 
 
@@ -38,7 +52,8 @@ def test_preset_sizes_are_those_the_issue_names():
     assert PRESETS["fastrnns"].sizes == (LstmSize(64, 100, 512, 512),)
     assert PRESETS["proj"].sizes == (LstmSize(64, 100, 512, 1024, 256),)
     assert PRESETS["small-batch"].sizes == tuple(
-        LstmSize(b, 100, h, h) for h in (256, 512, 1024) for b in (1, 2, 4, 8))
+        LstmSize(b, 100, h, h) for h in (256, 512, 1024) for b in (1, 2, 4, 8)
+    )
     assert all(size.packed for size in PRESETS["packed"].sizes)
     full = PRESETS["full"].sizes
     assert {size.proj_size > 0 for size in full} == {False, True}
@@ -47,12 +62,34 @@ def test_preset_sizes_are_those_the_issue_names():
 
 
 def test_options_parse():
-    args = parse_args(["--device", "cpu", "--dtype", "bfloat16", "--out", "/tmp/x",
-                       "--threads", "3", "--min-run-time", "0.5", "--no-plot", "--tf32",
-                       "--timing", "blocked"])
-    assert (args.device, args.dtype, args.out, args.threads, args.min_run_time, args.no_plot,
-            args.tf32, args.timing) == ("cpu", "bfloat16", Path("/tmp/x"), 3, 0.5, True, True,
-                                        "blocked")
+    args = parse_args(
+        [
+            "--device",
+            "cpu",
+            "--dtype",
+            "bfloat16",
+            "--out",
+            "/tmp/x",
+            "--threads",
+            "3",
+            "--min-run-time",
+            "0.5",
+            "--no-plot",
+            "--tf32",
+            "--timing",
+            "blocked",
+        ]
+    )
+    assert (
+        args.device,
+        args.dtype,
+        args.out,
+        args.threads,
+        args.min_run_time,
+        args.no_plot,
+        args.tf32,
+        args.timing,
+    ) == ("cpu", "bfloat16", Path("/tmp/x"), 3, 0.5, True, True, "blocked")
     assert (args.isa, parse_args([]).timing) == ("native", None)
 
 
@@ -63,20 +100,42 @@ def test_an_isa_cap_implies_the_cpu(isa):
 
 
 def test_size_arguments_make_a_custom_grid():
-    args = parse_args(["--preset", "fastrnns", "--batch", "1,8", "--hidden-size", "32,64",
-                       "--proj-size", "16", "--packed"])
+    args = parse_args(
+        [
+            "--preset",
+            "fastrnns",
+            "--batch",
+            "1,8",
+            "--hidden-size",
+            "32,64",
+            "--proj-size",
+            "16",
+            "--packed",
+        ]
+    )
     assert args.preset_name() == "custom"
     steps, inputs = PRESETS["quick"].sizes[0].steps, PRESETS["quick"].sizes[0].input_size
-    assert args.sizes() == [LstmSize(b, steps, inputs, h, 16, packed=True)
-                            for b in (1, 8) for h in (32, 64)]
+    assert args.sizes() == [
+        LstmSize(b, steps, inputs, h, 16, packed=True) for b in (1, 8) for h in (32, 64)
+    ]
 
 
-@pytest.mark.parametrize("argv", [["--dtype", "int8"], ["--device", "tpu"], ["--threads", "0"],
-                                  ["--min-run-time", "-1"], ["--batch", "2,x"],
-                                  ["--hidden-size", "8", "--proj-size", "8"],
-                                  ["--preset", "huge"], ["--steps", "0"], ["--isa", "sse"],
-                                  ["--isa", "avx2", "--device", "cuda"],
-                                  ["--timing", "fast"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--dtype", "int8"],
+        ["--device", "tpu"],
+        ["--threads", "0"],
+        ["--min-run-time", "-1"],
+        ["--batch", "2,x"],
+        ["--hidden-size", "8", "--proj-size", "8"],
+        ["--preset", "huge"],
+        ["--steps", "0"],
+        ["--isa", "sse"],
+        ["--isa", "avx2", "--device", "cuda"],
+        ["--timing", "fast"],
+    ],
+)
 def test_bad_arguments_exit_with_usage_error(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_args(argv)
@@ -106,8 +165,11 @@ def test_tiny_run_writes_table_json_and_plot(tmp_path, capsys):
     assert payload["environment"]["threads"] == torch.get_num_threads()
     results = payload["results"]
     assert [(r["size"], r["mode"], r["implementation"]) for r in results] == [
-        (size, mode, name) for size in ("B=3 T=4 I=5 H=6", "B=3 T=4 I=5 H=6 P=2")
-        for mode in ("forward", "forward+backward") for name in IMPLEMENTATIONS]
+        (size, mode, name)
+        for size in ("B=3 T=4 I=5 H=6", "B=3 T=4 I=5 H=6 P=2")
+        for mode in ("forward", "forward+backward")
+        for name in IMPLEMENTATIONS
+    ]
     for result in results:
         if result["implementation"] == "compiled reference":
             assert result["status"] == "skipped"
@@ -122,18 +184,29 @@ def test_tiny_run_writes_table_json_and_plot(tmp_path, capsys):
         # and after the size's implementations.
         assert gemm["timings"] == 2
         assert set(gemm["engine_gflops"]) == (
-            {"mm", "onednn"} if torch.backends.mkldnn.is_available() else {"mm"})
+            {"mm", "onednn"} if torch.backends.mkldnn.is_available() else {"mm"}
+        )
         assert gemm["gflops"] == max(gemm["engine_gflops"].values())
         assert gemm["engine_gflops"][gemm["engine"]] == gemm["gflops"]
-        base = next(r for r in results if (r["size"], r["mode"], r["implementation"]) ==
-                    (result["size"], result["mode"], "lstm_ext"))
+        base = next(
+            r
+            for r in results
+            if (r["size"], r["mode"], r["implementation"])
+            == (result["size"], result["mode"], "lstm_ext")
+        )
         expected = None if result is base else result["median_s"] / base["median_s"]
         assert result["lstm_ext_speedup"] == pytest.approx(expected)
     assert (tmp_path / "custom-cpu-float32.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert payload["summary"] == summarize(results)
-    for text in ("lstm_ext speed-up", "% of GEMM", "B=3 T=4 I=5 H=6 P=2", "torch.nn.LSTM",
-                 f"isa {lstm_ext.cpu_isa()} (native)", "timing: alternate",
-                 summary_table(payload["summary"])):
+    for text in (
+        "lstm_ext speed-up",
+        "% of GEMM",
+        "B=3 T=4 I=5 H=6 P=2",
+        "torch.nn.LSTM",
+        f"isa {lstm_ext.cpu_isa()} (native)",
+        "timing: alternate",
+        summary_table(payload["summary"]),
+    ):
         assert text in captured.out
 
 
@@ -150,16 +223,35 @@ def test_implementations_alternate_over_the_same_rounds(tmp_path, capsys):
 
 
 def test_packed_run_times_packed_and_padded(tmp_path, capsys):
-    status, _ = _run([*TINY, "--packed", "--proj-size", "2", "--no-plot", "--dtype", "float64",
-                      "--timing", "blocked"], tmp_path, capsys)
+    status, _ = _run(
+        [
+            *TINY,
+            "--packed",
+            "--proj-size",
+            "2",
+            "--no-plot",
+            "--dtype",
+            "float64",
+            "--timing",
+            "blocked",
+        ],
+        tmp_path,
+        capsys,
+    )
     assert status == 0
     payload = json.loads((tmp_path / "custom-cpu-float64.json").read_text())
     assert payload["timing"] == "blocked"
     assert [(entry["mode"], entry["against"]) for entry in payload["summary"]] == [
-        (mode, f"torch.nn.LSTM {layout}") for mode in ("forward", "forward+backward")
-        for layout in ("packed", "padded")]
+        (mode, f"torch.nn.LSTM {layout}")
+        for mode in ("forward", "forward+backward")
+        for layout in ("packed", "padded")
+    ]
     assert {r["implementation"] for r in payload["results"] if r["status"] == "ok"} == {
-        "lstm_ext packed", "torch.nn.LSTM packed", "lstm_ext padded", "torch.nn.LSTM padded"}
+        "lstm_ext packed",
+        "torch.nn.LSTM packed",
+        "lstm_ext padded",
+        "torch.nn.LSTM padded",
+    }
     assert not (tmp_path / "custom-cpu-float64.png").exists()
 
 
@@ -198,11 +290,14 @@ def _shifted_layer(*args, **kwargs):
     return output + 1e-2, h_n, c_n
 
 
-@pytest.mark.parametrize("candidate, extra, what", [
-    (Candidate(forward=_scaled_forward), [], "output (inference)"),
-    (Candidate(forward=_wrong_backward_forward), [], "gradient of input"),
-    (Candidate(layer=_shifted_layer), ["--packed"], "lstm_ext packed gives a wrong output"),
-])
+@pytest.mark.parametrize(
+    "candidate, extra, what",
+    [
+        (Candidate(forward=_scaled_forward), [], "output (inference)"),
+        (Candidate(forward=_wrong_backward_forward), [], "gradient of input"),
+        (Candidate(layer=_shifted_layer), ["--packed"], "lstm_ext packed gives a wrong output"),
+    ],
+)
 def test_a_wrong_result_is_refused(candidate, extra, what, tmp_path, capsys):
     status, captured = _run([*TINY, *extra], tmp_path, capsys, candidate=candidate)
     assert status == 1
@@ -212,8 +307,19 @@ def test_a_wrong_result_is_refused(candidate, extra, what, tmp_path, capsys):
 
 def test_runs_as_a_script(tmp_path):
     completed = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "bench_lstm.py"), *TINY, "--no-plot",
-         "--out", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "bench_lstm.py"),
+            *TINY,
+            "--no-plot",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert completed.returncode == 0, completed.stderr
     assert "lstm_ext speed-up" in completed.stdout
     assert (tmp_path / "custom-cpu-float32.json").exists()
@@ -221,6 +327,7 @@ def test_runs_as_a_script(tmp_path):
 
 def test_gpu_profile_says_what_it_needs_without_a_gpu(monkeypatch):
     from benchmarks import gpu_profile
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="needs an NVIDIA GPU"):
         gpu_profile.main(["--sizes", "1,2,3,4,0"])
@@ -229,12 +336,18 @@ def test_gpu_profile_says_what_it_needs_without_a_gpu(monkeypatch):
 def test_a_cap_sets_every_library_and_its_own_inductor_cache():
     shell = {"PATH": "/bin", "LSTM_EXT_CPU_ISA": "avx512", "TORCHINDUCTOR_CACHE_DIR": "/cache"}
     assert isa_cap.capped_environment("avx2", shell) == {
-        "PATH": "/bin", "LSTM_EXT_CPU_ISA": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-        "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
-        "TORCHINDUCTOR_CACHE_DIR": str(isa_cap.inductor_cache_dir("avx2"))}
+        "PATH": "/bin",
+        "LSTM_EXT_CPU_ISA": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "TORCHINDUCTOR_CACHE_DIR": str(isa_cap.inductor_cache_dir("avx2")),
+    }
     # native lifts every cap (a lone one would cap lstm_ext and not nn.LSTM) and keeps the cache.
     assert isa_cap.capped_environment("native", shell) == {
-        "PATH": "/bin", "TORCHINDUCTOR_CACHE_DIR": "/cache"}
+        "PATH": "/bin",
+        "TORCHINDUCTOR_CACHE_DIR": "/cache",
+    }
     assert len({isa_cap.inductor_cache_dir(isa) for isa in isa_cap.CAPS}) == len(isa_cap.CAPS)
 
 
@@ -243,8 +356,11 @@ def test_an_isa_cap_runs_in_a_fresh_process(tmp_path, capfd):
     status = main([*TINY, "--isa", "default", "--no-plot", "--out", str(tmp_path)])
     assert status == 0
     environment = json.loads((tmp_path / "custom-cpu-float32.json").read_text())["environment"]
-    assert (environment["isa"], environment["lstm_ext_cpu_isa"],
-            environment["aten_cpu_capability"]) == ("default", "default", "DEFAULT")
+    assert (
+        environment["isa"],
+        environment["lstm_ext_cpu_isa"],
+        environment["aten_cpu_capability"],
+    ) == ("default", "default", "DEFAULT")
     assert environment["isa_caps"] == isa_cap.CAPS["default"]
     assert environment["torchinductor_cache_dir"] == str(isa_cap.inductor_cache_dir("default"))
     assert "isa default (capped)" in capfd.readouterr().out
@@ -274,61 +390,93 @@ def test_alternate_calls_each_function_once_per_round_in_turn():
     calls = []
     fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
     timings = timing.alternate(fns, min_run_time=1e-9)
-    warm_up, timed = calls[:3 * timing.WARMUP_ROUNDS], calls[3 * timing.WARMUP_ROUNDS:]
+    warm_up, timed = calls[: 3 * timing.WARMUP_ROUNDS], calls[3 * timing.WARMUP_ROUNDS :]
     assert sorted(warm_up) == sorted("abc" * timing.WARMUP_ROUNDS)
-    rounds = [timed[i:i + 3] for i in range(0, len(timed), 3)]
+    rounds = [timed[i : i + 3] for i in range(0, len(timed), 3)]
     assert len(rounds) == timing.MIN_ROUNDS and all(sorted(r) == list("abc") for r in rounds)
     assert [r[0] for r in rounds[:3]] == list("abc")  # each round starts one further along
     assert {t.runs for t in timings.values()} == {timing.MIN_ROUNDS}
 
 
 def test_alternate_times_each_call_until_the_budget_is_spent():
-    timings = timing.alternate({"slow": lambda: time.sleep(2e-3), "fast": lambda: None},
-                               min_run_time=0.2)
+    timings = timing.alternate(
+        {"slow": lambda: time.sleep(2e-3), "fast": lambda: None}, min_run_time=0.2
+    )
     assert timings["slow"].median_s >= 2e-3 > timings["fast"].median_s
     # The 0.4 s budget holds far more than MIN_ROUNDS rounds of 2 ms.
     assert timings["slow"].runs == timings["fast"].runs > timing.MIN_ROUNDS
 
 
 def _fake_result(size: LstmSize, mode: str, name: str, speedup=None, status="ok") -> dict:
-    return {"size": size.label, "batch": size.batch, "steps": size.steps,
-            "input_size": size.input_size, "hidden_size": size.hidden_size,
-            "proj_size": size.proj_size, "packed": size.packed,
-            "forward_gflop": size.forward_flops() / 1e9, "mode": mode, "implementation": name,
-            "status": status, "lstm_ext_speedup": speedup}
+    return {
+        "size": size.label,
+        "batch": size.batch,
+        "steps": size.steps,
+        "input_size": size.input_size,
+        "hidden_size": size.hidden_size,
+        "proj_size": size.proj_size,
+        "packed": size.packed,
+        "forward_gflop": size.forward_flops() / 1e9,
+        "mode": mode,
+        "implementation": name,
+        "status": status,
+        "lstm_ext_speedup": speedup,
+    }
 
 
 def test_summary_counts_the_sizes_lstm_ext_wins_and_their_geomean():
     sizes = [LstmSize(b, 10, 8, 8) for b in (1, 2, 3)]
-    results = [_fake_result(size, mode, "lstm_ext") for size in sizes
-               for mode in ("forward", "forward+backward")]
-    results += [_fake_result(size, "forward", "torch.nn.LSTM", speedup)
-                for size, speedup in zip(sizes, (2.0, 0.5, 1.0))]
-    results += [_fake_result(sizes[0], "forward+backward", "torch.nn.LSTM", 4.0),
-                _fake_result(sizes[1], "forward+backward", "torch.nn.LSTM", status="n/a"),
-                _fake_result(sizes[2], "forward", "reference", 0.1)]
+    results = [
+        _fake_result(size, mode, "lstm_ext")
+        for size in sizes
+        for mode in ("forward", "forward+backward")
+    ]
+    results += [
+        _fake_result(size, "forward", "torch.nn.LSTM", speedup)
+        for size, speedup in zip(sizes, (2.0, 0.5, 1.0))
+    ]
+    results += [
+        _fake_result(sizes[0], "forward+backward", "torch.nn.LSTM", 4.0),
+        _fake_result(sizes[1], "forward+backward", "torch.nn.LSTM", status="n/a"),
+        _fake_result(sizes[2], "forward", "reference", 0.1),
+    ]
     assert summarize(results) == [
-        {"mode": "forward", "against": "torch.nn.LSTM", "sizes": 3, "at_least_as_fast": 2,
-         "geomean_speedup": pytest.approx(1.0), "lowest_speedup": 0.5,
-         "lowest_size": sizes[1].label},
-        {"mode": "forward+backward", "against": "torch.nn.LSTM", "sizes": 1,
-         "at_least_as_fast": 1, "geomean_speedup": pytest.approx(4.0), "lowest_speedup": 4.0,
-         "lowest_size": sizes[0].label}]
+        {
+            "mode": "forward",
+            "against": "torch.nn.LSTM",
+            "sizes": 3,
+            "at_least_as_fast": 2,
+            "geomean_speedup": pytest.approx(1.0),
+            "lowest_speedup": 0.5,
+            "lowest_size": sizes[1].label,
+        },
+        {
+            "mode": "forward+backward",
+            "against": "torch.nn.LSTM",
+            "sizes": 1,
+            "at_least_as_fast": 1,
+            "geomean_speedup": pytest.approx(4.0),
+            "lowest_speedup": 4.0,
+            "lowest_size": sizes[0].label,
+        },
+    ]
     text = summary_table(summarize(results))
     assert "2 of 3" in text and "1.00x" in text and f"0.50x ({sizes[1].label})" in text
     assert "at no size" in summary_table(summarize(results[:6]))
 
 
 def test_a_grid_plots_as_a_heatmap_1600_px_wide(tmp_path):
-    results = [_fake_result(size, mode, name, None if name == "lstm_ext" else
-                            math.exp((k % 7 - 3) / 3))
-               for k, size in enumerate(PRESETS["full"].sizes)
-               for mode in ("forward", "forward+backward")
-               for name in IMPLEMENTATIONS]
+    results = [
+        _fake_result(size, mode, name, None if name == "lstm_ext" else math.exp((k % 7 - 3) / 3))
+        for k, size in enumerate(PRESETS["full"].sizes)
+        for mode in ("forward", "forward+backward")
+        for name in IMPLEMENTATIONS
+    ]
     assert is_grid(results) and is_grid([r for r in results if r["proj_size"] == 0])
-    assert not any(is_grid([_fake_result(size, "forward", "lstm_ext")
-                            for size in PRESETS[preset].sizes])
-                   for preset in ("quick", "fastrnns", "packed"))
+    assert not any(
+        is_grid([_fake_result(size, "forward", "lstm_ext") for size in PRESETS[preset].sizes])
+        for preset in ("quick", "fastrnns", "packed")
+    )
     path = tmp_path / "full.png"
     plot(path, results, "full")
     width, height = struct.unpack(">II", path.read_bytes()[16:24])  # the PNG's IHDR

@@ -19,11 +19,17 @@ def layer_arguments(seed, proj_size):
     def randn(*shape):
         return torch.randn(*shape, generator=generator) * 0.3
 
-    return (randn(STEPS * BATCH, INPUT_SIZE), torch.full((STEPS,), BATCH, dtype=torch.int64),
-            randn(BATCH, recurrent_size), randn(BATCH, HIDDEN_SIZE),
-            randn(4 * HIDDEN_SIZE, INPUT_SIZE), randn(4 * HIDDEN_SIZE, recurrent_size),
-            randn(4 * HIDDEN_SIZE), randn(4 * HIDDEN_SIZE),
-            randn(proj_size, HIDDEN_SIZE) if proj_size else None)
+    return (
+        randn(STEPS * BATCH, INPUT_SIZE),
+        torch.full((STEPS,), BATCH, dtype=torch.int64),
+        randn(BATCH, recurrent_size),
+        randn(BATCH, HIDDEN_SIZE),
+        randn(4 * HIDDEN_SIZE, INPUT_SIZE),
+        randn(4 * HIDDEN_SIZE, recurrent_size),
+        randn(4 * HIDDEN_SIZE),
+        randn(4 * HIDDEN_SIZE),
+        randn(proj_size, HIDDEN_SIZE) if proj_size else None,
+    )
 
 
 @pytest.mark.parametrize("proj_size", [0, 64])
@@ -63,4 +69,4 @@ def test_outputs_and_saved_activations_are_ordinary_resizable_tensors():
     for tensor in results[:5]:
         values = tensor.clone()
         tensor.resize_(tensor.numel() * 2)
-        assert torch.equal(tensor[:values.numel()], values.view(-1))
+        assert torch.equal(tensor[: values.numel()], values.view(-1))

@@ -2,10 +2,11 @@
 shapes that pick their branches: steps of 1-4 rows (the register-tiled GEMMs, and the dot
 products over W_hh as stored) and more (brgemm), items walked forward and in reverse, one
 thread and two (hidden units and projection columns split into work items that the threads
-claim, with ragged last items, and steps of many rows into bands of rows), several input-projection chunks or the driver's
-projection of all rows first, packed batches in both directions, with and without saving
-activations. Each is compared with torch.nn.LSTM (float32: outputs, states and every gradient)
-or, through the operator, with the float64 result of the same operator."""
+claim, with ragged last items, and steps of many rows into bands of rows, or batch rows split
+over threads), several input-projection chunks or the driver's projection of all rows first,
+packed batches in both directions, with and without saving activations. Each is compared with
+torch.nn.LSTM (float32: outputs, states and every gradient) or, through the operator, with the
+float64 result of the same operator."""
 
 import pytest
 import torch
@@ -37,16 +38,19 @@ def cpu_gemm(request, monkeypatch):
 
 def make_modules(input_size, hidden_size, proj_size, bidirectional=False):
     torch.manual_seed(0)
-    reference = torch.nn.LSTM(input_size, hidden_size, proj_size=proj_size,
-                              bidirectional=bidirectional)
+    reference = torch.nn.LSTM(
+        input_size, hidden_size, proj_size=proj_size, bidirectional=bidirectional
+    )
     return reference, lstm_ext.LSTM.from_torch(reference)
 
 
 def gradients(module, output, state, leaves):
     """Gradients of a fixed random function of (output, h_n, c_n) by the leaves and weights."""
     generator = torch.Generator().manual_seed(1)
-    loss = sum((tensor * torch.randn(tensor.shape, generator=generator)).sum()
-               for tensor in (output, *state))
+    loss = sum(
+        (tensor * torch.randn(tensor.shape, generator=generator)).sum()
+        for tensor in (output, *state)
+    )
     return torch.autograd.grad(loss, [*leaves, *module.parameters()])
 
 
@@ -55,8 +59,9 @@ def gradients(module, output, state, leaves):
 # 19-400 floats), and so do steps of 3-4 rows where W_hh outgrows a core's L2 (H=400: 2.6 MB);
 # steps of up to 16 rows whose weights outgrow half an L2 per thread (H=400) walk their items in
 # reverse on every other step.
-@pytest.mark.parametrize("hidden_size,proj_size",
-                         [(37, 0), (130, 0), (130, 19), (48, 33), (400, 0), (300, 220)])
+@pytest.mark.parametrize(
+    "hidden_size,proj_size", [(37, 0), (130, 0), (130, 19), (48, 33), (400, 0), (300, 220)]
+)
 def test_inference_matches_nn_lstm(threads, batch, hidden_size, proj_size):
     reference, ext = make_modules(23, hidden_size, proj_size)
     x = torch.randn(9, batch, 23)
@@ -72,8 +77,9 @@ def test_inference_matches_nn_lstm(threads, batch, hidden_size, proj_size):
 # 19-400 floats), and so do steps of 3-4 rows where W_hh outgrows a core's L2 (H=400: 2.6 MB);
 # steps of up to 16 rows whose weights outgrow half an L2 per thread (H=400) walk their items in
 # reverse on every other step.
-@pytest.mark.parametrize("hidden_size,proj_size",
-                         [(37, 0), (130, 0), (130, 19), (48, 33), (400, 0), (300, 220)])
+@pytest.mark.parametrize(
+    "hidden_size,proj_size", [(37, 0), (130, 0), (130, 19), (48, 33), (400, 0), (300, 220)]
+)
 def test_training_matches_nn_lstm(threads, cpu_gemm, batch, hidden_size, proj_size):
     reference, ext = make_modules(23, hidden_size, proj_size)
     x = torch.randn(9, batch, 23, requires_grad=True)
@@ -147,13 +153,15 @@ def test_large_steps_split_rows_or_columns_match_nn_lstm(threads, hidden_size, g
 # beyond L2 (over 1 MB per thread), in inference too (elsewhere the kernel projects those chunk
 # by chunk: both must match).
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
-@pytest.mark.parametrize("steps,batch,input_size,hidden_size,proj_size",
-                         [(7, 1, 200, 180, 0), (7, 16, 200, 180, 0), (15, 33, 400, 360, 0),
-                          (15, 33, 400, 360, 72)],
-                         ids=["B=1", "B=16", "B=33", "B=33-projection"])
+@pytest.mark.parametrize(
+    "steps,batch,input_size,hidden_size,proj_size",
+    [(7, 1, 200, 180, 0), (7, 16, 200, 180, 0), (15, 33, 400, 360, 0), (15, 33, 400, 360, 72)],
+    ids=["B=1", "B=16", "B=33", "B=33-projection"],
+)
 @pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
-def test_input_projected_first_matches_nn_lstm(threads, bias, steps, batch, input_size,
-                                               hidden_size, proj_size, grad):
+def test_input_projected_first_matches_nn_lstm(
+    threads, bias, steps, batch, input_size, hidden_size, proj_size, grad
+):
     torch.manual_seed(0)
     reference = torch.nn.LSTM(input_size, hidden_size, bias=bias, proj_size=proj_size)
     ext = lstm_ext.LSTM.from_torch(reference)
@@ -177,12 +185,17 @@ def test_many_projection_chunks_match_float64(threads, reverse, proj_size):
     torch.manual_seed(0)
     hidden_size, input_size, batch, steps = 130, 16, 60, 40
     recurrent_size = proj_size or hidden_size
-    args = [torch.randn(steps * batch, input_size), torch.full((steps,), batch),
-            torch.randn(batch, recurrent_size), torch.randn(batch, hidden_size),
-            torch.randn(4 * hidden_size, input_size) * 0.2,
-            torch.randn(4 * hidden_size, recurrent_size) * 0.2,
-            torch.randn(4 * hidden_size), torch.randn(4 * hidden_size),
-            torch.randn(proj_size, hidden_size) * 0.2 if proj_size else None]
+    args = [
+        torch.randn(steps * batch, input_size),
+        torch.full((steps,), batch),
+        torch.randn(batch, recurrent_size),
+        torch.randn(batch, hidden_size),
+        torch.randn(4 * hidden_size, input_size) * 0.2,
+        torch.randn(4 * hidden_size, recurrent_size) * 0.2,
+        torch.randn(4 * hidden_size),
+        torch.randn(4 * hidden_size),
+        torch.randn(proj_size, hidden_size) * 0.2 if proj_size else None,
+    ]
     op = torch.ops.lstm_ext.lstm_layer_forward
     as_double = [a.double() if a is not None and a.is_floating_point() else a for a in args]
     expected = op(*as_double, reverse, False)[:3]
@@ -190,7 +203,6 @@ def test_many_projection_chunks_match_float64(threads, reverse, proj_size):
         actual = op(*args, reverse, save_for_backward)[:3]
         for a, e in zip(actual, expected):
             torch.testing.assert_close(a, e.float(), **TOLERANCE)
-
 
 
 # gemm_block splits brgemm calls deeper than 1024 into equal chunks and B blocks over 128K
@@ -208,11 +220,14 @@ def test_many_projection_chunks_match_float64(threads, reverse, proj_size):
 # with many rows) or by columns (dW_hr; dW with I = 1100, whose thread blocks straddle the two
 # products).
 @pytest.mark.parametrize("proj_size", [0, 40])
-@pytest.mark.parametrize("steps,batch,input_size,hidden_size",
-                         [(20, 17, 1100, 960), (5, 3, 16, 720), (40, 60, 16, 130)],
-                         ids=["deep", "deep-few-rows", "many-rows"])
-def test_chunked_gemms_match_nn_lstm(threads, cpu_gemm, proj_size, steps, batch, input_size,
-                                     hidden_size):
+@pytest.mark.parametrize(
+    "steps,batch,input_size,hidden_size",
+    [(20, 17, 1100, 960), (5, 3, 16, 720), (40, 60, 16, 130)],
+    ids=["deep", "deep-few-rows", "many-rows"],
+)
+def test_chunked_gemms_match_nn_lstm(
+    threads, cpu_gemm, proj_size, steps, batch, input_size, hidden_size
+):
     reference, ext = make_modules(input_size, hidden_size, proj_size)
     x = torch.randn(steps, batch, input_size, requires_grad=True)
     expected_output, expected_state = reference(x)
@@ -256,8 +271,9 @@ def test_steps_of_few_rows_do_not_depend_on_the_thread_count(batch, hidden_size,
         for threads in (1, 2, 4):
             torch.set_num_threads(threads)
             _, ext = make_modules(24, hidden_size, proj_size, bidirectional=True)
-            x = torch.randn(12, batch, 24, generator=torch.Generator().manual_seed(4),
-                            requires_grad=True)
+            x = torch.randn(
+                12, batch, 24, generator=torch.Generator().manual_seed(4), requires_grad=True
+            )
             output, state = ext(x)
             results.append((output, *state, *gradients(ext, output, state, [x])))
     finally:

@@ -9,10 +9,10 @@ import contextlib
 
 import pytest
 import torch
+from test_cuda import assert_close_all, make_case, run_layer, run_nn_lstm
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import lstm_ext
-from test_cuda import assert_close_all, make_case, run_layer, run_nn_lstm
 from tolerances import assert_close_scaled
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
@@ -38,14 +38,19 @@ def expect_launches(count):
     yield
     torch.cuda.synchronize()
     assert launches() - before == count, (
-        f"{launches() - before} persistent launches, expected {count}")
+        f"{launches() - before} persistent launches, expected {count}"
+    )
 
 
 def fits_this_device(hidden_size, projection_size=0):
     recurrent_size = projection_size or hidden_size
     answer = torch.ops.lstm_ext.cuda_persistent_plan(
-        hidden_size, recurrent_size, projection_size, FLOAT32,
-        *torch.ops.lstm_ext.cuda_persistent_budget())
+        hidden_size,
+        recurrent_size,
+        projection_size,
+        FLOAT32,
+        *torch.ops.lstm_ext.cuda_persistent_budget(),
+    )
     return answer[0] == 0
 
 
@@ -53,7 +58,8 @@ def edge_of_this_device(projection_of):
     """The largest H whose layer fits this device (binary search; fitting is monotone in H)."""
     low, high = 1, 1 << 14
     assert fits_this_device(low, projection_of(low)) and not fits_this_device(
-        high, projection_of(high))
+        high, projection_of(high)
+    )
     while high - low > 1:
         middle = (low + high) // 2
         if fits_this_device(middle, projection_of(middle)):
@@ -68,8 +74,15 @@ SIZES = [(1, 0), (17, 0), (17, 5), (1000, 0), (1000, 250), (64, 48)]
 
 
 def case_of(hidden_size, proj_size, packed, batch=5, steps=6, seed=0):
-    return make_case(batch=batch, steps=steps, input_size=16, hidden_size=hidden_size,
-                     proj_size=proj_size, packed=packed, seed=seed)
+    return make_case(
+        batch=batch,
+        steps=steps,
+        input_size=16,
+        hidden_size=hidden_size,
+        proj_size=proj_size,
+        packed=packed,
+        seed=seed,
+    )
 
 
 def test_plan_of_this_device_takes_the_odd_sizes():
@@ -95,14 +108,20 @@ def test_matches_cpu_in_float64(persistent, hidden_size, proj_size, packed, reve
 def test_matches_cudnn_both_directions(persistent, hidden_size, proj_size, packed):
     case = case_of(hidden_size, proj_size, packed, seed=1)
     expected_forward, expected_reverse, expected_grad_input = run_nn_lstm(
-        case, "cuda", torch.float32)
+        case, "cuda", torch.float32
+    )
     with expect_launches(2):
         forward = run_layer(case, "cuda", torch.float32)
         reverse = run_layer(case, "cuda", torch.float32, reverse=True)
     assert_close_all(forward, expected_forward, torch.float32, "forward vs cuDNN")
     assert_close_all(reverse, expected_reverse, torch.float32, "reverse vs cuDNN")
-    assert_close_scaled(forward[1][0] + reverse[1][0], expected_grad_input, torch.float32,
-                        "cuda", lambda m: f"input gradient vs cuDNN: {m}")
+    assert_close_scaled(
+        forward[1][0] + reverse[1][0],
+        expected_grad_input,
+        torch.float32,
+        "cuda",
+        lambda m: f"input gradient vs cuDNN: {m}",
+    )
 
 
 def to_cuda_float32(value):
@@ -121,25 +140,39 @@ def test_matches_the_reference(persistent, proj_size):
         return torch.rand(shape, generator=generator, dtype=torch.float64) - 0.5
 
     recurrent_size = proj_size or hidden_size
-    args = [rand(batch, steps, input_size), (rand(batch, recurrent_size), rand(batch, hidden_size)),
-            rand(4 * hidden_size, input_size), rand(4 * hidden_size, recurrent_size),
-            rand(4 * hidden_size), rand(4 * hidden_size),
-            rand(proj_size, hidden_size) if proj_size else None]
+    args = [
+        rand(batch, steps, input_size),
+        (rand(batch, recurrent_size), rand(batch, hidden_size)),
+        rand(4 * hidden_size, input_size),
+        rand(4 * hidden_size, recurrent_size),
+        rand(4 * hidden_size),
+        rand(4 * hidden_size),
+        rand(proj_size, hidden_size) if proj_size else None,
+    ]
     expected_output, (expected_h, expected_c) = lstm_ext.reference.lstm_forward(*args)
     input, (h0, c0), *weights = [to_cuda_float32(a) for a in args]
     with expect_launches(1):
         output, (h_n, c_n) = lstm_ext.forward(input, (h0, c0), *weights)
-    for name, actual, expected in (("output", output, expected_output), ("h_n", h_n, expected_h),
-                                   ("c_n", c_n, expected_c)):
-        assert_close_scaled(actual.cpu(), expected, torch.float32, "cuda",
-                            lambda m, name=name: f"{name} vs the reference: {m}")
+    for name, actual, expected in (
+        ("output", output, expected_output),
+        ("h_n", h_n, expected_h),
+        ("c_n", c_n, expected_c),
+    ):
+        assert_close_scaled(
+            actual.cpu(),
+            expected,
+            torch.float32,
+            "cuda",
+            lambda m, name=name: f"{name} vs the reference: {m}",
+        )
 
 
 @pytest.mark.parametrize("proj_size", [0, 24])
 def test_bidirectional_multilayer_packed_module_against_cudnn(persistent, proj_size):
     torch.manual_seed(3)
-    module = torch.nn.LSTM(20, 48, num_layers=2, bidirectional=True, proj_size=proj_size,
-                           device="cuda")
+    module = torch.nn.LSTM(
+        20, 48, num_layers=2, bidirectional=True, proj_size=proj_size, device="cuda"
+    )
     ours = lstm_ext.LSTM.from_torch(module)
     lengths = torch.tensor([11, 9, 9, 4, 1])
     padded = torch.randn(11, 5, 20, device="cuda")
@@ -147,10 +180,18 @@ def test_bidirectional_multilayer_packed_module_against_cudnn(persistent, proj_s
     expected, (expected_h, expected_c) = module(packed)
     with expect_launches(4):  # two layers, two directions
         actual, (h_n, c_n) = ours(packed)
-    for name, a, e in (("output", actual.data, expected.data), ("h_n", h_n, expected_h),
-                       ("c_n", c_n, expected_c)):
-        assert_close_scaled(a.detach().cpu(), e.detach().cpu(), torch.float32, "cuda",
-                            lambda m, name=name: f"module {name} vs cuDNN: {m}")
+    for name, a, e in (
+        ("output", actual.data, expected.data),
+        ("h_n", h_n, expected_h),
+        ("c_n", c_n, expected_c),
+    ):
+        assert_close_scaled(
+            a.detach().cpu(),
+            e.detach().cpu(),
+            torch.float32,
+            "cuda",
+            lambda m, name=name: f"module {name} vs cuDNN: {m}",
+        )
 
 
 @pytest.mark.parametrize("projection", ["none", "quarter"])
@@ -160,22 +201,35 @@ def test_either_side_of_the_on_chip_budget(persistent, projection):
     projection_of = (lambda h: 0) if projection == "none" else (lambda h: h // 4)
     edge = edge_of_this_device(projection_of)
     for hidden_size, expected_launches in ((edge, 1), (edge + 1, 0)):
-        case = make_case(batch=3, steps=3, input_size=8, hidden_size=hidden_size,
-                         proj_size=projection_of(hidden_size), packed=True, seed=4)
+        case = make_case(
+            batch=3,
+            steps=3,
+            input_size=8,
+            hidden_size=hidden_size,
+            proj_size=projection_of(hidden_size),
+            packed=True,
+            seed=4,
+        )
         with expect_launches(expected_launches):
             actual = run_layer(case, "cuda", torch.float32)
-        assert_close_all(actual, run_layer(case, "cpu", torch.float64), torch.float32,
-                         f"H={hidden_size} at the budget's edge {edge}")
+        assert_close_all(
+            actual,
+            run_layer(case, "cpu", torch.float64),
+            torch.float32,
+            f"H={hidden_size} at the budget's edge {edge}",
+        )
 
 
 def test_a_long_layer_runs_as_several_launches(persistent):
     steps = 2 * STEPS_PER_LAUNCH + 17
-    case = make_case(batch=3, steps=steps, input_size=8, hidden_size=32, proj_size=12,
-                     packed=True, seed=5)
+    case = make_case(
+        batch=3, steps=steps, input_size=8, hidden_size=32, proj_size=12, packed=True, seed=5
+    )
     with expect_launches(3):
         actual = run_layer(case, "cuda", torch.float32, reverse=True)
-    assert_close_all(actual, run_layer(case, "cpu", torch.float64, reverse=True), torch.float32,
-                     f"T={steps}")
+    assert_close_all(
+        actual, run_layer(case, "cpu", torch.float64, reverse=True), torch.float32, f"T={steps}"
+    )
 
 
 def layer_args(case, reverse=False):
@@ -205,8 +259,13 @@ def test_inside_cuda_graph_capture(persistent):
     with expect_launches(1):
         eager = lstm_ext.lstm_layer(static[0], batch_sizes, *static[1:])
     for name, a, e in zip(("output", "h_n", "c_n"), captured, eager):
-        assert_close_scaled(a.cpu(), e.cpu(), torch.float32, "cuda",
-                            lambda m, name=name: f"replayed {name} vs eager: {m}")
+        assert_close_scaled(
+            a.cpu(),
+            e.cpu(),
+            torch.float32,
+            "cuda",
+            lambda m, name=name: f"replayed {name} vs eager: {m}",
+        )
 
 
 def test_runs_on_the_current_non_default_stream(persistent):

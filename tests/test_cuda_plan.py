@@ -30,14 +30,21 @@ class Device:
     registers_per_thread: int = 128
 
     def figures(self):
-        return (self.multiprocessors, self.shared_bytes_per_multiprocessor,
-                self.shared_bytes_per_block, self.reserved_shared_bytes_per_block,
-                self.registers_per_multiprocessor, self.registers_per_thread)
+        return (
+            self.multiprocessors,
+            self.shared_bytes_per_multiprocessor,
+            self.shared_bytes_per_block,
+            self.reserved_shared_bytes_per_block,
+            self.registers_per_multiprocessor,
+            self.registers_per_thread,
+        )
 
     @property
     def shared_budget(self):
-        return min(self.shared_bytes_per_block,
-                   self.shared_bytes_per_multiprocessor - self.reserved_shared_bytes_per_block)
+        return min(
+            self.shared_bytes_per_block,
+            self.shared_bytes_per_multiprocessor - self.reserved_shared_bytes_per_block,
+        )
 
 
 # H100 SXM and H200 report the same figures: 132 SMs, 228 KB of shared memory per SM, 227 KB
@@ -69,29 +76,39 @@ class Plan:
 def plan(hidden_size, projection_size, device, element_size=FLOAT32):
     recurrent_size = projection_size or hidden_size
     answer = torch.ops.lstm_ext.cuda_persistent_plan(
-        hidden_size, recurrent_size, projection_size, element_size, *device.figures())
+        hidden_size, recurrent_size, projection_size, element_size, *device.figures()
+    )
     head, per_cta = answer[:7], answer[7:]
     assert len(per_cta) == 5 * head[1]
-    ctas = [per_cta[5 * c:5 * c + 5] for c in range(head[1])]
-    return Plan(*head, cta_units=[tuple(c[0:2]) for c in ctas],
-                cta_columns=[tuple(c[2:4]) for c in ctas], cta_shared_bytes=[c[4] for c in ctas])
+    ctas = [per_cta[5 * c : 5 * c + 5] for c in range(head[1])]
+    return Plan(
+        *head,
+        cta_units=[tuple(c[0:2]) for c in ctas],
+        cta_columns=[tuple(c[2:4]) for c in ctas],
+        cta_shared_bytes=[c[4] for c in ctas],
+    )
 
 
-def documented_shared_bytes(hidden_size, projection_size, device, staged_rows,
-                            element_size=FLOAT32):
+def documented_shared_bytes(
+    hidden_size, projection_size, device, staged_rows, element_size=FLOAT32
+):
     """persistent_plan.h's rule, written out again: (4 U R + C H + rows max(R, H)) bytes, U and C
     the units and columns per CTA over min(SMs, H) CTAs (none left empty)."""
     recurrent_size = projection_size or hidden_size
     units = -(-hidden_size // min(device.multiprocessors, hidden_size))
     ctas = -(-hidden_size // units)
     columns = -(-projection_size // ctas)
-    return element_size * (4 * units * recurrent_size + columns * hidden_size
-                           + staged_rows * max(recurrent_size, hidden_size))
+    return element_size * (
+        4 * units * recurrent_size
+        + columns * hidden_size
+        + staged_rows * max(recurrent_size, hidden_size)
+    )
 
 
 def documented_fit(hidden_size, projection_size, device):
-    smallest_tile = documented_shared_bytes(hidden_size, projection_size, device,
-                                            STAGED_ROW_CHOICES[-1])
+    smallest_tile = documented_shared_bytes(
+        hidden_size, projection_size, device, STAGED_ROW_CHOICES[-1]
+    )
     return smallest_tile <= device.shared_budget
 
 
@@ -101,14 +118,25 @@ def assert_partition(ranges, total, what):
     assert covered == list(range(total)), f"{what} not owned exactly once: {ranges}"
 
 
-LAYERS = [(1, 0), (17, 0), (17, 5), (1000, 0), (1000, 250), (1000, 999), (1024, 256),
-          (512, 0), (133, 0), (264, 0)]
+LAYERS = [
+    (1, 0),
+    (17, 0),
+    (17, 5),
+    (1000, 0),
+    (1000, 250),
+    (1000, 999),
+    (1024, 256),
+    (512, 0),
+    (133, 0),
+    (264, 0),
+]
 
 
 @pytest.mark.parametrize("device", DEVICES, ids=lambda d: d.name)
 @pytest.mark.parametrize("hidden_size,projection_size", LAYERS)
-def test_every_unit_and_column_owned_once_and_no_cta_over_budget(device, hidden_size,
-                                                                  projection_size):
+def test_every_unit_and_column_owned_once_and_no_cta_over_budget(
+    device, hidden_size, projection_size
+):
     """Whether or not the layer fits (H = 1000 does not on an A100), the split is a partition."""
     result = plan(hidden_size, projection_size, device)
     assert result.fits == documented_fit(hidden_size, projection_size, device)
@@ -122,8 +150,9 @@ def test_every_unit_and_column_owned_once_and_no_cta_over_budget(device, hidden_
     assert all(end - begin <= result.columns_per_cta for begin, end in result.cta_columns)
     assert max(result.cta_shared_bytes) == result.shared_bytes
     assert (result.shared_bytes <= device.shared_budget) == result.fits
-    assert result.shared_bytes == documented_shared_bytes(hidden_size, projection_size, device,
-                                                          result.staged_rows)
+    assert result.shared_bytes == documented_shared_bytes(
+        hidden_size, projection_size, device, result.staged_rows
+    )
 
 
 def test_small_layers_spread_one_unit_per_cta_and_large_ones_fill_the_device():
@@ -163,7 +192,8 @@ def test_budget_edge_just_inside_fits_and_just_outside_does_not(device, projecti
     assert outside.verdict == SHARED_MEMORY
     assert outside.shared_bytes > device.shared_budget
     assert outside.shared_bytes == documented_shared_bytes(
-        edge + 1, projection_of(edge + 1), device, STAGED_ROW_CHOICES[-1])
+        edge + 1, projection_of(edge + 1), device, STAGED_ROW_CHOICES[-1]
+    )
 
 
 def test_h100_edge_without_projection_is_h_1320():
@@ -195,4 +225,5 @@ def test_element_size_scales_the_bytes():
     assert not plan(1321, 0, H100).fits
     half = plan(1321, 0, H100, element_size=2)
     assert half.fits and half.shared_bytes == documented_shared_bytes(
-        1321, 0, H100, half.staged_rows, element_size=2)
+        1321, 0, H100, half.staged_rows, element_size=2
+    )

@@ -15,8 +15,20 @@ import lstm_ext
 from examples import ddp_train
 
 REPO = Path(__file__).resolve().parent.parent
-TRAINING = ["--steps", "3", "--batch", "6", "--seq-len", "5", "--dtype", "float64",
-            "--log-every", "1", "--device", "cpu"]
+TRAINING = [
+    "--steps",
+    "3",
+    "--batch",
+    "6",
+    "--seq-len",
+    "5",
+    "--dtype",
+    "float64",
+    "--log-every",
+    "1",
+    "--device",
+    "cpu",
+]
 
 
 def free_port():
@@ -26,14 +38,28 @@ def free_port():
 
 
 def run_torchrun(save_path):
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1",
-               "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={free_port()}",
-               str(REPO / "examples" / "ddp_train.py"), *TRAINING, "--save", str(save_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}",
+        str(REPO / "examples" / "ddp_train.py"),
+        *TRAINING,
+        "--save",
+        str(save_path),
+    ]
     # The workers import the lstm_ext this test imported (installed, or built in place), then
     # the examples from the source tree; gloo over loopback only.
     python_path = [str(Path(lstm_ext.__file__).resolve().parents[1]), str(REPO)]
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path),
-                   "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(python_path),
+        "GLOO_SOCKET_IFNAME": "lo",
+        "OMP_NUM_THREADS": "1",
+    }
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
 
 

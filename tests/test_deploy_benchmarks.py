@@ -34,12 +34,17 @@ def test_wrong_stream_stops_the_run(monkeypatch):
 def test_deploy_options_parse():
     args = bench_deploy.parse_args(["--sizes", "speech", "--batch", "1,8", "--steps", "30"])
     assert (args.sizes, args.batch, args.steps) == (["speech"], [1, 8], 30)
-    assert args.paths == ["aoti", "onnx"] and set(bench_deploy.TAGGERS) == {"small", "speech", "plain"}
+    assert args.paths == ["aoti", "onnx"] and set(bench_deploy.TAGGERS) == {
+        "small",
+        "speech",
+        "plain",
+    }
 
 
 def test_tiny_deploy_run_times_eager_and_onnxruntime(capsys):
-    rows = bench_deploy.main(["--sizes", "small", "--paths", "onnx", "--batch", "2",
-                              "--steps", "5", "--calls", "3"])
+    rows = bench_deploy.main(
+        ["--sizes", "small", "--paths", "onnx", "--batch", "2", "--steps", "5", "--calls", "3"]
+    )
     assert [(row["size"], row["batch"], row["steps"]) for row in rows] == [("small", 2, 5)]
     assert rows[0]["eager"] > 0 and rows[0]["onnx"] > 0
     assert "small       2     5" in capsys.readouterr().out
@@ -47,9 +52,21 @@ def test_tiny_deploy_run_times_eager_and_onnxruntime(capsys):
 
 def test_alternating_timer_feeds_each_round_one_input_and_rotates_the_order():
     calls = []
-    runs = {"a": lambda input: calls.append(("a", input)),
-            "b": lambda input: calls.append(("b", input))}
+    runs = {
+        "a": lambda input: calls.append(("a", input)),
+        "b": lambda input: calls.append(("b", input)),
+    }
     medians = alternating.time_alternating(runs, [1, 2, 3], calls=4, warmup_calls=1)
     assert set(medians) == {"a", "b"} and all(median >= 0 for median in medians.values())
-    assert calls == [("a", 1), ("b", 1), ("a", 2), ("b", 2), ("b", 3), ("a", 3), ("a", 1),
-                     ("b", 1), ("b", 2), ("a", 2)]
+    assert calls == [
+        ("a", 1),
+        ("b", 1),
+        ("a", 2),
+        ("b", 2),
+        ("b", 3),
+        ("a", 3),
+        ("a", 1),
+        ("b", 1),
+        ("b", 2),
+        ("a", 2),
+    ]

@@ -11,8 +11,22 @@ import lstm_ext
 from examples import functional_training_loop, train_adding_problem
 
 REPO = Path(__file__).resolve().parent.parent
-SMALL_ADDING = ["--epochs", "2", "--batches-per-epoch", "3", "--batch", "8", "--steps", "10",
-                "--hidden-size", "16", "--proj-size", "8", "--device", "cpu"]
+SMALL_ADDING = [
+    "--epochs",
+    "2",
+    "--batches-per-epoch",
+    "3",
+    "--batch",
+    "8",
+    "--steps",
+    "10",
+    "--hidden-size",
+    "16",
+    "--proj-size",
+    "8",
+    "--device",
+    "cpu",
+]
 
 
 def test_adding_problem_targets_are_the_sums_of_the_two_marked_values():
@@ -44,7 +58,8 @@ def test_adding_problem_trains_to_the_same_losses_with_both_impls(capsys):
 def test_functional_loop_matches_the_reference_and_learns():
     losses = functional_training_loop.train(steps=40, hidden_size=16, proj_size=8)
     reference_losses = functional_training_loop.train(
-        steps=5, hidden_size=16, proj_size=8, forward=lstm_ext.reference.lstm_forward)
+        steps=5, hidden_size=16, proj_size=8, forward=lstm_ext.reference.lstm_forward
+    )
     torch.testing.assert_close(losses[:5], reference_losses, rtol=1e-5, atol=1e-6)
     assert sum(losses[-5:]) / 5 < 0.8 * losses[0]
 
@@ -52,6 +67,9 @@ def test_functional_loop_matches_the_reference_and_learns():
 def test_functional_loop_runs_as_a_script():
     completed = subprocess.run(
         [sys.executable, str(REPO / "examples" / "functional_training_loop.py"), "--steps", "3"],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert completed.returncode == 0, completed.stderr
     assert "step    3  loss" in completed.stdout

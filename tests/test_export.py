@@ -22,8 +22,9 @@ def exported_tagger(strict=False):
     model = tagger.Tagger().eval()
     example = torch.randn(3, 7, model.front.in_features)
     with torch.no_grad():
-        program = torch.export.export(model, (example,), dynamic_shapes=tagger.dynamic_shapes(),
-                                      strict=strict)
+        program = torch.export.export(
+            model, (example,), dynamic_shapes=tagger.dynamic_shapes(), strict=strict
+        )
     return model, program
 
 
@@ -43,16 +44,20 @@ def test_exported_program_calls_one_fused_layer_per_layer_and_direction(strict):
     layers = [target for target in targets if target == "lstm_ext.lstm_layer_forward.default"]
     assert len(layers) == 4  # 2 layers x 2 directions
     assert not [target for target in targets if any(op in target for op in PER_STEP_OPS)]
-    layer_nodes = [node for node in program.graph.nodes
-                   if str(node.target) == "lstm_ext.lstm_layer_forward.default"]
+    layer_nodes = [
+        node
+        for node in program.graph.nodes
+        if str(node.target) == "lstm_ext.lstm_layer_forward.default"
+    ]
     assert all(node.args[-1] is False for node in layer_nodes)  # save_for_backward
     check_matches_eager(model, program.module())
 
 
 def test_batch_and_steps_stay_symbolic():
     _, program = exported_tagger()
-    input_node = next(node for node in program.graph.nodes
-                      if node.op == "placeholder" and node.name == "input")
+    input_node = next(
+        node for node in program.graph.nodes if node.op == "placeholder" and node.name == "input"
+    )
     batch, steps, features = input_node.meta["val"].shape
     assert isinstance(batch, torch.SymInt) and isinstance(steps, torch.SymInt)
     assert features == 10
@@ -81,7 +86,10 @@ def test_export_helper_traces_without_gradients():
     torch.manual_seed(0)
     model = tagger.Tagger()
     program = tagger.export(model, torch.randn(2, 3, 10))
-    layer_nodes = [node for node in program.graph.nodes
-                   if str(node.target) == "lstm_ext.lstm_layer_forward.default"]
+    layer_nodes = [
+        node
+        for node in program.graph.nodes
+        if str(node.target) == "lstm_ext.lstm_layer_forward.default"
+    ]
     assert len(layer_nodes) == 4 and all(node.args[-1] is False for node in layer_nodes)
     check_matches_eager(model.eval(), program.module())

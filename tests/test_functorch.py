@@ -82,8 +82,10 @@ def test_vmap_over_sequences_matches_a_loop_of_nn_lstm():
 def test_vmap_over_an_ensembles_parameters_matches_nn_lstm():
     members = [make_pair(seed) for seed in range(3)]
     input = torch.randn(5, 2, 3, dtype=DTYPE)
-    stacked = {name: torch.stack([parameters_of(candidate)[name] for _, candidate in members])
-               for name in parameters_of(members[0][1])}
+    stacked = {
+        name: torch.stack([parameters_of(candidate)[name] for _, candidate in members])
+        for name in parameters_of(members[0][1])
+    }
     outputs = vmap(lambda p: functional_call(members[0][1], p, (input,))[0])(stacked)
     for index, (reference, _) in enumerate(members):
         torch.testing.assert_close(outputs[index], reference(input)[0])
@@ -94,9 +96,12 @@ def test_per_sample_gradients_match_nn_lstm():
     reference, candidate = make_pair()
     inputs = torch.randn(3, 5, 3, dtype=DTYPE)  # 3 unbatched sequences
     actual = vmap(grad(loss_of, argnums=1), in_dims=(None, None, 0))(
-        candidate, parameters_of(candidate), inputs)
-    samples = [grad(loss_of, argnums=1)(reference, parameters_of(reference), sequence)
-               for sequence in inputs]
+        candidate, parameters_of(candidate), inputs
+    )
+    samples = [
+        grad(loss_of, argnums=1)(reference, parameters_of(reference), sequence)
+        for sequence in inputs
+    ]
     expected = {name: torch.stack([sample[name] for sample in samples]) for name in actual}
     torch.testing.assert_close(actual, expected)
 
@@ -119,6 +124,7 @@ def test_dispatch_below_autograd_skips_the_autograd_kernel():
     # The eager route calls the operator below the autograd key: no graph may be recorded there,
     # and above it the operator's registration records one.
     from test_operators import packed_args
+
     args = packed_args("cpu", dtype=torch.float32) + (True,)
     with torch._C._AutoDispatchBelowAutograd():
         output = torch.ops.lstm_ext.lstm_layer_forward(*args)[0]

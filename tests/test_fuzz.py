@@ -15,8 +15,13 @@ from tolerances import TOLERANCES
 def fuzz_settings(examples):
     """`examples` derandomized examples, no deadline, no database (see above); the counts below
     make about a minute in all on a 2-core machine."""
-    return settings(max_examples=examples, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
 
 
 DTYPES = st.sampled_from([torch.float32, torch.float64])
@@ -34,8 +39,10 @@ def strided(tensor, non_contiguous):
 def weighted_loss(tensors, seed):
     """A sum of the tensors weighted by fixed random values, so that every element counts."""
     generator = torch.Generator().manual_seed(seed)
-    return sum((tensor * torch.rand(tensor.shape, generator=generator, dtype=tensor.dtype)).sum()
-               for tensor in tensors)
+    return sum(
+        (tensor * torch.rand(tensor.shape, generator=generator, dtype=tensor.dtype)).sum()
+        for tensor in tensors
+    )
 
 
 def gradients(results, wrt, seed):
@@ -44,8 +51,11 @@ def gradients(results, wrt, seed):
     differentiable = [tensor for tensor in results if tensor.requires_grad]
     if not differentiable:
         return [torch.zeros_like(tensor) for tensor in wrt]
-    return list(torch.autograd.grad(weighted_loss(differentiable, seed), wrt, allow_unused=True,
-                                    materialize_grads=True))
+    return list(
+        torch.autograd.grad(
+            weighted_loss(differentiable, seed), wrt, allow_unused=True, materialize_grads=True
+        )
+    )
 
 
 def assert_close(actual, expected, dtype, name):
@@ -55,19 +65,31 @@ def assert_close(actual, expected, dtype, name):
 @st.composite
 def module_cases(draw):
     hidden_size = draw(st.integers(1, 5))
-    config = dict(num_layers=draw(st.integers(1, 3)), bidirectional=draw(st.booleans()),
-                  bias=draw(st.booleans()), batch_first=draw(st.booleans()),
-                  proj_size=draw(st.integers(0, hidden_size - 1)))
+    config = dict(
+        num_layers=draw(st.integers(1, 3)),
+        bidirectional=draw(st.booleans()),
+        bias=draw(st.booleans()),
+        batch_first=draw(st.booleans()),
+        proj_size=draw(st.integers(0, hidden_size - 1)),
+    )
     form = draw(st.sampled_from(["padded", "unbatched", "packed", "packed-sorted"]))
     lengths = draw(st.lists(st.integers(1, 5), min_size=1, max_size=4))
     if form == "packed-sorted":
         lengths.sort(reverse=True)
-    return dict(config=config, hidden_size=hidden_size, input_size=draw(st.integers(1, 4)),
-                dtype=draw(DTYPES), form=form, lengths=lengths, with_hx=draw(st.booleans()),
-                input_grad=draw(st.booleans()), hx_grad=draw(st.booleans()),
-                frozen=draw(st.sets(st.sampled_from(["weight_ih", "weight_hh", "bias",
-                                                     "weight_hr"]))),
-                non_contiguous=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
+    return dict(
+        config=config,
+        hidden_size=hidden_size,
+        input_size=draw(st.integers(1, 4)),
+        dtype=draw(DTYPES),
+        form=form,
+        lengths=lengths,
+        with_hx=draw(st.booleans()),
+        input_grad=draw(st.booleans()),
+        hx_grad=draw(st.booleans()),
+        frozen=draw(st.sets(st.sampled_from(["weight_ih", "weight_hh", "bias", "weight_hr"]))),
+        non_contiguous=draw(st.booleans()),
+        seed=draw(st.integers(0, 2**16)),
+    )
 
 
 def module_inputs(case, reference):
@@ -86,9 +108,10 @@ def module_inputs(case, reference):
     states += () if case["form"] == "unbatched" else (batch,)
     hx = None
     if case["with_hx"]:
-        hx = tuple(torch.randn(*states, size, generator=generator, dtype=dtype)
-                   for size in (reference.proj_size or reference.hidden_size,
-                                reference.hidden_size))
+        hx = tuple(
+            torch.randn(*states, size, generator=generator, dtype=dtype)
+            for size in (reference.proj_size or reference.hidden_size, reference.hidden_size)
+        )
     return data, hx
 
 
@@ -96,8 +119,9 @@ def run_module(module, case, data, hx):
     leaf = data.detach().clone().requires_grad_(case["input_grad"])
     input = leaf
     if case["form"].startswith("packed"):
-        input = pack_padded_sequence(leaf, torch.tensor(case["lengths"]),
-                                     enforce_sorted=case["form"] == "packed-sorted")
+        input = pack_padded_sequence(
+            leaf, torch.tensor(case["lengths"]), enforce_sorted=case["form"] == "packed-sorted"
+        )
     hx_leaves = None
     if hx is not None:
         hx_leaves = tuple(state.detach().clone().requires_grad_(case["hx_grad"]) for state in hx)
@@ -115,8 +139,9 @@ def run_module(module, case, data, hx):
 @given(case=module_cases())
 def test_module_matches_nn_lstm(case):
     torch.manual_seed(case["seed"])
-    reference = torch.nn.LSTM(case["input_size"], case["hidden_size"], dtype=case["dtype"],
-                              **case["config"])
+    reference = torch.nn.LSTM(
+        case["input_size"], case["hidden_size"], dtype=case["dtype"], **case["config"]
+    )
     candidate = lstm_ext.LSTM.from_torch(reference)
     for module in (reference, candidate):
         for name, parameter in module.named_parameters():
@@ -133,13 +158,19 @@ def test_module_matches_nn_lstm(case):
 @st.composite
 def functional_cases(draw):
     hidden_size = draw(st.integers(1, 5))
-    return dict(batch=draw(st.integers(0, 3)), steps=draw(st.integers(0, 4)),
-                input_size=draw(st.integers(1, 4)), hidden_size=hidden_size,
-                proj_size=draw(st.integers(0, hidden_size - 1)), bias=draw(st.booleans()),
-                with_states=draw(st.booleans()), dtype=draw(DTYPES),
-                requires_grad=draw(st.lists(st.booleans(), min_size=8, max_size=8)),
-                non_contiguous=draw(st.lists(st.booleans(), min_size=8, max_size=8)),
-                seed=draw(st.integers(0, 2**16)))
+    return dict(
+        batch=draw(st.integers(0, 3)),
+        steps=draw(st.integers(0, 4)),
+        input_size=draw(st.integers(1, 4)),
+        hidden_size=hidden_size,
+        proj_size=draw(st.integers(0, hidden_size - 1)),
+        bias=draw(st.booleans()),
+        with_states=draw(st.booleans()),
+        dtype=draw(DTYPES),
+        requires_grad=draw(st.lists(st.booleans(), min_size=8, max_size=8)),
+        non_contiguous=draw(st.lists(st.booleans(), min_size=8, max_size=8)),
+        seed=draw(st.integers(0, 2**16)),
+    )
 
 
 def functional_arguments(case):
@@ -148,25 +179,46 @@ def functional_arguments(case):
     generator = torch.Generator().manual_seed(case["seed"])
     batch, hidden, proj = case["batch"], case["hidden_size"], case["proj_size"]
     recurrent = proj or hidden
-    shapes = [(batch, case["steps"], case["input_size"]), (batch, recurrent), (batch, hidden),
-              (4 * hidden, case["input_size"]), (4 * hidden, recurrent), (4 * hidden,),
-              (4 * hidden,), (proj, hidden)]
-    present = [True, case["with_states"], case["with_states"], True, True, case["bias"],
-               case["bias"], proj > 0]
-    return [strided(torch.randn(shape, generator=generator, dtype=case["dtype"]) * 0.5, view)
-            if exists else None
-            for shape, exists, view in zip(shapes, present, case["non_contiguous"])]
+    shapes = [
+        (batch, case["steps"], case["input_size"]),
+        (batch, recurrent),
+        (batch, hidden),
+        (4 * hidden, case["input_size"]),
+        (4 * hidden, recurrent),
+        (4 * hidden,),
+        (4 * hidden,),
+        (proj, hidden),
+    ]
+    present = [
+        True,
+        case["with_states"],
+        case["with_states"],
+        True,
+        True,
+        case["bias"],
+        case["bias"],
+        proj > 0,
+    ]
+    return [
+        strided(torch.randn(shape, generator=generator, dtype=case["dtype"]) * 0.5, view)
+        if exists
+        else None
+        for shape, exists, view in zip(shapes, present, case["non_contiguous"])
+    ]
 
 
 def run_functional(function, case, arguments):
-    leaves = [None if t is None else t.detach().clone().requires_grad_(grad)
-              for t, grad in zip(arguments, case["requires_grad"])]
+    leaves = [
+        None if t is None else t.detach().clone().requires_grad_(grad)
+        for t, grad in zip(arguments, case["requires_grad"])
+    ]
     input, h0, c0, *weights = leaves
     output, (h_n, c_n) = function(input, (h0, c0) if h0 is not None else None, *weights)
     results = [output, h_n, c_n]
     flags = [tensor.requires_grad for tensor in results]
-    results += gradients(results, [t for t in leaves if t is not None and t.requires_grad],
-                         case["seed"])
+    results += gradients(
+        results, [t for t in leaves if t is not None and t.requires_grad], case["seed"]
+    )
     return results, flags
 
 

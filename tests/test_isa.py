@@ -23,8 +23,7 @@ def test_the_best_supported_level_runs_by_default():
 def test_environment_variable_caps_the_level(cap):
     supported = lstm_ext.supported_cpu_isas()
     expected = cap if cap in supported else supported[-1]
-    result = run_python("import lstm_ext; print(lstm_ext.cpu_isa())",
-                        LSTM_EXT_CPU_ISA=cap.upper())
+    result = run_python("import lstm_ext; print(lstm_ext.cpu_isa())", LSTM_EXT_CPU_ISA=cap.upper())
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == expected
 
@@ -35,14 +34,18 @@ def test_default_names_the_baseline_everywhere():
 
 
 def test_an_unknown_level_is_refused_with_the_known_ones():
-    code = ("import torch, lstm_ext\n"
-            "try:\n"
-            "    lstm_ext.forward(torch.randn(1, 2, 3), None, torch.randn(8, 3), torch.randn(8, 2))\n"
-            "except RuntimeError as error:\n"
-            "    print(error)\n")
+    code = (
+        "import torch, lstm_ext\n"
+        "try:\n"
+        "    lstm_ext.forward(torch.randn(1, 2, 3), None, torch.randn(8, 3), torch.randn(8, 2))\n"
+        "except RuntimeError as error:\n"
+        "    print(error)\n"
+    )
     result = run_python(code, LSTM_EXT_CPU_ISA="sse9")
-    assert f"LSTM_EXT_CPU_ISA must be one of {', '.join(CPU_ISAS)} (or unset), got 'sse9'" \
-        in result.stdout, result.stdout + result.stderr
+    assert (
+        f"LSTM_EXT_CPU_ISA must be one of {', '.join(CPU_ISAS)} (or unset), got 'sse9'"
+        in result.stdout
+    ), result.stdout + result.stderr
     with pytest.raises(RuntimeError, match="got 'sse9'"):
         lstm_ext.select_cpu_isa("sse9")
 

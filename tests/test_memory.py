@@ -23,9 +23,18 @@ def layer_call(hidden_size):
         return torch.randn(*shape, generator=generator) * 0.3
 
     return torch.ops.lstm_ext.lstm_layer_forward(
-        randn(1024, 16), torch.full((8,), 128, dtype=torch.int64), randn(128, hidden_size),
-        randn(128, hidden_size), randn(4 * hidden_size, 16),
-        randn(4 * hidden_size, hidden_size), None, None, None, False, True)
+        randn(1024, 16),
+        torch.full((8,), 128, dtype=torch.int64),
+        randn(128, hidden_size),
+        randn(128, hidden_size),
+        randn(4 * hidden_size, 16),
+        randn(4 * hidden_size, hidden_size),
+        None,
+        None,
+        None,
+        False,
+        True,
+    )
 
 
 @pytest.fixture
@@ -53,10 +62,16 @@ def test_stats_count_blocks_in_use_kept_hits_and_misses(cache_limit):
     assert (stats["cached_bytes"], stats["cached_blocks"]) == (4 * MB, 1)
     assert stats["in_use_bytes"] == before["in_use_bytes"]
     before = stats
-    outputs = layer_call(256)
+    layer_call(256)
     assert stats_change(before) == {"hits": 1, "misses": 0}
-    assert set(lstm_ext.memory_stats()) == {"cached_bytes", "cached_blocks", "in_use_bytes",
-                                            "limit_bytes", "hits", "misses"}
+    assert set(lstm_ext.memory_stats()) == {
+        "cached_bytes",
+        "cached_blocks",
+        "in_use_bytes",
+        "limit_bytes",
+        "hits",
+        "misses",
+    }
 
 
 def test_the_blocks_kept_longest_go_first_beyond_the_limit(cache_limit):
@@ -96,12 +111,22 @@ def run_with_cache_limit(value, code):
 
 
 def test_a_limit_of_zero_keeps_nothing():
-    code = ("from test_memory import layer_call\n"
-            "layer_call(256)\nlayer_call(256)\nprint(lstm_ext.memory_stats())")
+    code = (
+        "from test_memory import layer_call\n"
+        "layer_call(256)\nlayer_call(256)\nprint(lstm_ext.memory_stats())"
+    )
     result = run_with_cache_limit("0", code)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == str({"cached_bytes": 0, "cached_blocks": 0, "in_use_bytes": 0,
-                                         "limit_bytes": 0, "hits": 0, "misses": 2})
+    assert result.stdout.strip() == str(
+        {
+            "cached_bytes": 0,
+            "cached_blocks": 0,
+            "in_use_bytes": 0,
+            "limit_bytes": 0,
+            "hits": 0,
+            "misses": 2,
+        }
+    )
 
 
 def test_the_limit_is_read_in_megabytes_and_checked():

@@ -32,8 +32,9 @@ def initial_state(module, batch, unbatched=False):
     recurrent_size = module.proj_size or module.hidden_size
     batch_shape = () if unbatched else (batch,)
     h0 = torch.randn((num_states, *batch_shape, recurrent_size), dtype=DTYPE, requires_grad=True)
-    c0 = torch.randn((num_states, *batch_shape, module.hidden_size), dtype=DTYPE,
-                     requires_grad=True)
+    c0 = torch.randn(
+        (num_states, *batch_shape, module.hidden_size), dtype=DTYPE, requires_grad=True
+    )
     return h0, c0
 
 
@@ -80,10 +81,12 @@ def identity(tensor):
     return tensor
 
 
-CONFIGS = [dict(num_layers=num_layers, bidirectional=bidirectional, proj_size=proj_size,
-                bias=bias)
-           for num_layers, bidirectional, proj_size, bias
-           in itertools.product((1, 2, 3), (False, True), (0, PROJ_SIZE), (True, False))]
+CONFIGS = [
+    dict(num_layers=num_layers, bidirectional=bidirectional, proj_size=proj_size, bias=bias)
+    for num_layers, bidirectional, proj_size, bias in itertools.product(
+        (1, 2, 3), (False, True), (0, PROJ_SIZE), (True, False)
+    )
+]
 
 
 def config_id(config):
@@ -119,8 +122,9 @@ PACKED_LENGTHS = [3, 1, 6, 1, 6, 2]
 @pytest.mark.parametrize("enforce_sorted", (False, True))
 def test_packed_matches_nn_lstm(config, with_hx, enforce_sorted):
     reference, candidate = make_pair(**config)
-    lengths = torch.tensor(sorted(PACKED_LENGTHS, reverse=True) if enforce_sorted
-                           else PACKED_LENGTHS)
+    lengths = torch.tensor(
+        sorted(PACKED_LENGTHS, reverse=True) if enforce_sorted else PACKED_LENGTHS
+    )
     batch = len(lengths)
     data = torch.randn((int(lengths.max()), batch, INPUT_SIZE), dtype=DTYPE)
     hx = initial_state(reference, batch) if with_hx else None
@@ -132,17 +136,31 @@ def test_packed_matches_nn_lstm(config, with_hx, enforce_sorted):
 
 
 @settings(max_examples=25, deadline=None)
-@given(num_layers=st.integers(1, 3), bidirectional=st.booleans(), bias=st.booleans(),
-       proj=st.booleans(), with_hx=st.booleans(), train=st.booleans(),
-       lengths=st.lists(st.integers(1, 7), min_size=1, max_size=6),
-       hidden_size=st.integers(2, 6), input_size=st.integers(1, 5))
-def test_random_packed_configurations_match_nn_lstm(num_layers, bidirectional, bias, proj,
-                                                    with_hx, train, lengths, hidden_size,
-                                                    input_size):
+@given(
+    num_layers=st.integers(1, 3),
+    bidirectional=st.booleans(),
+    bias=st.booleans(),
+    proj=st.booleans(),
+    with_hx=st.booleans(),
+    train=st.booleans(),
+    lengths=st.lists(st.integers(1, 7), min_size=1, max_size=6),
+    hidden_size=st.integers(2, 6),
+    input_size=st.integers(1, 5),
+)
+def test_random_packed_configurations_match_nn_lstm(
+    num_layers, bidirectional, bias, proj, with_hx, train, lengths, hidden_size, input_size
+):
     torch.manual_seed(len(lengths))
-    reference = nn.LSTM(input_size, hidden_size, num_layers=num_layers, bias=bias,
-                        bidirectional=bidirectional, proj_size=hidden_size - 1 if proj else 0,
-                        dtype=DTYPE, batch_first=True)
+    reference = nn.LSTM(
+        input_size,
+        hidden_size,
+        num_layers=num_layers,
+        bias=bias,
+        bidirectional=bidirectional,
+        proj_size=hidden_size - 1 if proj else 0,
+        dtype=DTYPE,
+        batch_first=True,
+    )
     reference.train(train)  # dropout=0: train and eval must agree
     candidate = lstm_ext.LSTM.from_torch(reference)
     lengths = torch.tensor(lengths)
@@ -160,9 +178,15 @@ def test_calls_in_turn_with_other_sizes_dtypes_and_modes_match_nn_lstm():
     # fit: a change of batch, steps, dtype or inference mode must give fresh ones (a tensor made
     # under inference mode cannot be saved for a later backward).
     reference, candidate = make_pair(num_layers=2, proj_size=PROJ_SIZE)
-    calls = [(BATCH, STEPS, "train"), (BATCH, STEPS + 3, "train"), (BATCH + 2, STEPS, "train"),
-             (BATCH, STEPS, "inference"), (BATCH, STEPS, "train"), (BATCH, STEPS, "float32"),
-             (BATCH, STEPS, "train")]
+    calls = [
+        (BATCH, STEPS, "train"),
+        (BATCH, STEPS + 3, "train"),
+        (BATCH + 2, STEPS, "train"),
+        (BATCH, STEPS, "inference"),
+        (BATCH, STEPS, "train"),
+        (BATCH, STEPS, "float32"),
+        (BATCH, STEPS, "train"),
+    ]
     for batch, steps, mode in calls:
         data = torch.randn((steps, batch, INPUT_SIZE), dtype=DTYPE)
         if mode == "inference":
@@ -217,9 +241,21 @@ def test_float32_matches_nn_lstm():
     torch.testing.assert_close(c_n, expected_c)
 
 
-@pytest.mark.parametrize("config", [dict(), dict(num_layers=3, bidirectional=True, proj_size=2,
-                                                 bias=False, batch_first=True, dropout=0.25)],
-                         ids=config_id)
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(),
+        dict(
+            num_layers=3,
+            bidirectional=True,
+            proj_size=2,
+            bias=False,
+            batch_first=True,
+            dropout=0.25,
+        ),
+    ],
+    ids=config_id,
+)
 def test_parameters_and_initialisation_are_those_of_nn_lstm(config):
     torch.manual_seed(7)
     reference = nn.LSTM(INPUT_SIZE, HIDDEN_SIZE, **config)
@@ -232,10 +268,11 @@ def test_parameters_and_initialisation_are_those_of_nn_lstm(config):
     for name, parameter in candidate_parameters.items():
         # The same seed draws the same uniform(-1/sqrt(H), 1/sqrt(H)) values in the same order.
         torch.testing.assert_close(parameter, reference_parameters[name], rtol=0, atol=0)
-        assert parameter.abs().max() <= HIDDEN_SIZE ** -0.5
+        assert parameter.abs().max() <= HIDDEN_SIZE**-0.5
     assert repr(candidate) == repr(reference)
-    assert [[p.shape for p in ps] for ps in candidate.all_weights] == \
-        [[p.shape for p in ps] for ps in reference.all_weights]
+    assert [[p.shape for p in ps] for ps in candidate.all_weights] == [
+        [p.shape for p in ps] for ps in reference.all_weights
+    ]
 
 
 def test_state_dict_round_trips_both_ways():
@@ -258,14 +295,33 @@ def test_state_dict_round_trips_both_ways():
 
 def test_from_torch_copies_configuration_weights_and_mode():
     torch.manual_seed(0)
-    reference = nn.LSTM(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, bias=False, batch_first=True,
-                        dropout=0.5, bidirectional=True, proj_size=2, dtype=DTYPE).eval()
+    reference = nn.LSTM(
+        INPUT_SIZE,
+        HIDDEN_SIZE,
+        num_layers=2,
+        bias=False,
+        batch_first=True,
+        dropout=0.5,
+        bidirectional=True,
+        proj_size=2,
+        dtype=DTYPE,
+    ).eval()
     candidate = lstm_ext.LSTM.from_torch(reference)
-    for name in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
-                 "bidirectional", "proj_size", "training"):
+    for name in (
+        "input_size",
+        "hidden_size",
+        "num_layers",
+        "bias",
+        "batch_first",
+        "dropout",
+        "bidirectional",
+        "proj_size",
+        "training",
+    ):
         assert getattr(candidate, name) == getattr(reference, name), name
-    for (name, parameter), reference_parameter in zip(candidate.named_parameters(),
-                                                      reference.parameters()):
+    for (name, parameter), reference_parameter in zip(
+        candidate.named_parameters(), reference.parameters()
+    ):
         assert parameter.dtype == DTYPE
         assert parameter is not reference_parameter
         torch.testing.assert_close(parameter, reference_parameter, rtol=0, atol=0, msg=name)
@@ -333,8 +389,10 @@ def bad_calls():
     unbatched = torch.randn((STEPS, INPUT_SIZE), dtype=DTYPE)
 
     def states(h_shape, c_shape, devices=("cpu", "cpu")):
-        return tuple(torch.zeros(shape, dtype=DTYPE, device=device)
-                     for shape, device in zip((h_shape, c_shape), devices))
+        return tuple(
+            torch.zeros(shape, dtype=DTYPE, device=device)
+            for shape, device in zip((h_shape, c_shape), devices)
+        )
 
     return {
         "wrong h size": (batched, states((2, BATCH, 4), (2, BATCH, HIDDEN_SIZE))),
@@ -342,23 +400,30 @@ def bad_calls():
         "wrong h batch": (batched, states((2, BATCH + 1, HIDDEN_SIZE), (2, BATCH, HIDDEN_SIZE))),
         "wrong state count": (batched, states((1, BATCH, HIDDEN_SIZE), (2, BATCH, HIDDEN_SIZE))),
         "2-D hx for batched input": (batched, states((2, HIDDEN_SIZE), (2, HIDDEN_SIZE))),
-        "3-D hx for unbatched input": (unbatched, states((2, 1, HIDDEN_SIZE),
-                                                         (2, 1, HIDDEN_SIZE))),
+        "3-D hx for unbatched input": (unbatched, states((2, 1, HIDDEN_SIZE), (2, 1, HIDDEN_SIZE))),
         "wrong unbatched h size": (unbatched, states((2, 4), (2, HIDDEN_SIZE))),
         "hx a tensor": (batched, torch.zeros((2, BATCH, HIDDEN_SIZE), dtype=DTYPE)),
-        "three states": (batched, states((2, BATCH, HIDDEN_SIZE), (2, BATCH, HIDDEN_SIZE))
-                         + (torch.zeros(1),)),
+        "three states": (
+            batched,
+            states((2, BATCH, HIDDEN_SIZE), (2, BATCH, HIDDEN_SIZE)) + (torch.zeros(1),),
+        ),
         "4-D input": (torch.randn((1, STEPS, BATCH, INPUT_SIZE), dtype=DTYPE), None),
         "1-D input": (torch.randn(INPUT_SIZE, dtype=DTYPE), None),
         "wrong input size": (torch.randn((STEPS, BATCH, INPUT_SIZE + 1), dtype=DTYPE), None),
         "wrong dtype": (torch.randn((STEPS, BATCH, INPUT_SIZE)), None),
         "no steps": (torch.randn((0, BATCH, INPUT_SIZE), dtype=DTYPE), None),
-        "h on meta": (batched, states((2, BATCH, HIDDEN_SIZE), (2, BATCH, HIDDEN_SIZE),
-                                      ("meta", "cpu"))),
-        "c on meta": (batched, states((2, BATCH, HIDDEN_SIZE), (2, BATCH, HIDDEN_SIZE),
-                                      ("cpu", "meta"))),
-        "unbatched hx on meta": (unbatched, states((2, HIDDEN_SIZE), (2, HIDDEN_SIZE),
-                                                   ("meta", "meta"))),
+        "h on meta": (
+            batched,
+            states((2, BATCH, HIDDEN_SIZE), (2, BATCH, HIDDEN_SIZE), ("meta", "cpu")),
+        ),
+        "c on meta": (
+            batched,
+            states((2, BATCH, HIDDEN_SIZE), (2, BATCH, HIDDEN_SIZE), ("cpu", "meta")),
+        ),
+        "unbatched hx on meta": (
+            unbatched,
+            states((2, HIDDEN_SIZE), (2, HIDDEN_SIZE), ("meta", "meta")),
+        ),
         "input on meta": (batched.to("meta"), None),
     }
 
@@ -378,20 +443,38 @@ def test_wrong_hx_for_packed_input_names_the_expected_size():
     # nn.LSTM's packed path leaves this to ATen ("got an incorrect number of RNN parameters");
     # lstm_ext.LSTM applies the padded path's check to packed input too.
     _, candidate = make_pair(num_layers=2)
-    packed = pack_padded_sequence(torch.randn((STEPS, BATCH, INPUT_SIZE), dtype=DTYPE),
-                                  torch.tensor([2, 5, 1]), enforce_sorted=False)
+    packed = pack_padded_sequence(
+        torch.randn((STEPS, BATCH, INPUT_SIZE), dtype=DTYPE),
+        torch.tensor([2, 5, 1]),
+        enforce_sorted=False,
+    )
     h0 = torch.zeros((2, BATCH, 4), dtype=DTYPE)
     c0 = torch.zeros((2, BATCH, HIDDEN_SIZE), dtype=DTYPE)
-    with pytest.raises(RuntimeError, match=r"Expected hidden\[0\] size \(2, 3, 5\), got \[2, 3, 4\]"):
+    with pytest.raises(
+        RuntimeError, match=r"Expected hidden\[0\] size \(2, 3, 5\), got \[2, 3, 4\]"
+    ):
         candidate(packed, (h0, c0))
-    with pytest.raises(RuntimeError, match=r"Expected hidden\[1\] size \(2, 3, 5\), got \[2, 3, 4\]"):
+    with pytest.raises(
+        RuntimeError, match=r"Expected hidden\[1\] size \(2, 3, 5\), got \[2, 3, 4\]"
+    ):
         candidate(packed, (c0, h0))
 
 
-@pytest.mark.parametrize("arguments", [
-    dict(dropout=1.5), dict(dropout=True), dict(bias=1), dict(batch_first=None),
-    dict(hidden_size=0), dict(num_layers=0), dict(proj_size=-1), dict(proj_size=HIDDEN_SIZE),
-    dict(input_size=2.0)], ids=config_id)
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        dict(dropout=1.5),
+        dict(dropout=True),
+        dict(bias=1),
+        dict(batch_first=None),
+        dict(hidden_size=0),
+        dict(num_layers=0),
+        dict(proj_size=-1),
+        dict(proj_size=HIDDEN_SIZE),
+        dict(input_size=2.0),
+    ],
+    ids=config_id,
+)
 def test_constructor_errors_match_nn_lstm(arguments):
     arguments = {"input_size": INPUT_SIZE, "hidden_size": HIDDEN_SIZE, **arguments}
     with pytest.raises(Exception) as expected:
@@ -432,8 +515,9 @@ def test_functional_call_uses_the_given_parameters():
     torch.testing.assert_close(output, reference(data)[0])
 
 
-@pytest.mark.parametrize("input_grad,weights_grad", [(False, True), (True, False)],
-                         ids=["data-input", "frozen-weights"])
+@pytest.mark.parametrize(
+    "input_grad,weights_grad", [(False, True), (True, False)], ids=["data-input", "frozen-weights"]
+)
 def test_gradients_only_of_what_requires_grad(input_grad, weights_grad):
     # The backward skips the input's or the weights' GEMMs when nothing asks for them; the
     # gradients that are asked for stay nn.LSTM's.
@@ -470,8 +554,7 @@ def test_bias_gradients_are_separate_tensors_that_accumulate():
     torch.testing.assert_close(module.bias_hh_l0.grad, 2 * first)
 
 
-@pytest.mark.parametrize("used", [("output",), ("h_n",), ("c_n",), ("h_n", "c_n")],
-                         ids="+".join)
+@pytest.mark.parametrize("used", [("output",), ("h_n",), ("c_n",), ("h_n", "c_n")], ids="+".join)
 def test_gradients_when_the_loss_leaves_outputs_unused(used):
     # An output the loss does not use gets no gradient tensor in the backward (autograd does not
     # make zeros for it): the layers' backward must take the missing ones as zeros.

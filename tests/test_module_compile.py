@@ -18,8 +18,9 @@ class Tagger(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.lstm = lstm_ext.LSTM(4, 6, num_layers=2, bidirectional=True, proj_size=3,
-                                  batch_first=True, dtype=DTYPE)
+        self.lstm = lstm_ext.LSTM(
+            4, 6, num_layers=2, bidirectional=True, proj_size=3, batch_first=True, dtype=DTYPE
+        )
         self.head = nn.Linear(6, 2, dtype=DTYPE)
 
     def forward(self, input, hx=None):
@@ -38,8 +39,7 @@ def loss_and_gradients(model, run, make_input, hx):
     return loss, {name: p.grad.clone() for name, p in model.named_parameters()}
 
 
-def check_compiled_matches_eager(backend, make_input, hx=None, fullgraph=True,
-                                 **compile_options):
+def check_compiled_matches_eager(backend, make_input, hx=None, fullgraph=True, **compile_options):
     """The compiled model's loss and gradients are eager mode's; without fullgraph (which raises
     on a graph break) Dynamo must have traced it without one as well."""
     torch._dynamo.reset()
@@ -80,19 +80,22 @@ def test_unsorted_packed_input_compiles():
     check_compiled_matches_eager("aot_eager", make_input)
 
 
-@pytest.mark.parametrize("enforce_sorted, with_hx", [(False, False), (True, True)],
-                         ids=["unsorted", "sorted-with-hx"])
+@pytest.mark.parametrize(
+    "enforce_sorted, with_hx", [(False, False), (True, True)], ids=["unsorted", "sorted-with-hx"]
+)
 def test_packed_input_compiles_without_graph_breaks_in_the_default_mode(enforce_sorted, with_hx):
     # The batch size comes from a shape: the sorted indices', or hx's.
     torch.manual_seed(4)
     data = torch.randn((3, 5, 4), dtype=DTYPE)
     lengths = torch.tensor([5, 3, 2])
-    hx = ((torch.randn((4, 3, 3), dtype=DTYPE), torch.randn((4, 3, 6), dtype=DTYPE))
-          if with_hx else None)
+    hx = (
+        (torch.randn((4, 3, 3), dtype=DTYPE), torch.randn((4, 3, 6), dtype=DTYPE))
+        if with_hx
+        else None
+    )
 
     def make_input():
-        return pack_padded_sequence(data, lengths, batch_first=True,
-                                    enforce_sorted=enforce_sorted)
+        return pack_padded_sequence(data, lengths, batch_first=True, enforce_sorted=enforce_sorted)
 
     check_compiled_matches_eager("aot_eager", make_input, hx, fullgraph=False)
 
@@ -104,4 +107,5 @@ def test_sorted_packed_input_without_hx_compiles_with_fullgraph():
     data = torch.randn((3, 5, 4), dtype=DTYPE)
     lengths = torch.tensor([5, 3, 2])
     check_compiled_matches_eager(
-        "aot_eager", lambda: pack_padded_sequence(data, lengths, batch_first=True))
+        "aot_eager", lambda: pack_padded_sequence(data, lengths, batch_first=True)
+    )

@@ -26,8 +26,9 @@ def export_tagger(tmp_path, sizes, dtype=None):
     model = tagger.Tagger(sizes, dtype=dtype).eval()
     example = torch.randn(3, 7, sizes.features, dtype=dtype)
     path = tmp_path / "tagger.onnx"
-    lstm_ext.onnx.export(model, (example,), path, dynamic_shapes=tagger.dynamic_shapes(),
-                         verbose=False)
+    lstm_ext.onnx.export(
+        model, (example,), path, dynamic_shapes=tagger.dynamic_shapes(), verbose=False
+    )
     return model, path
 
 
@@ -36,12 +37,12 @@ def check_onnxruntime_matches_eager(model, path, dtype=torch.float32):
     (input_name,) = [input.name for input in session.get_inputs()]
     generator = torch.Generator().manual_seed(1)
     for batch, steps in SIZES:
-        input = torch.randn(batch, steps, model.front.in_features, generator=generator,
-                            dtype=dtype)
+        input = torch.randn(batch, steps, model.front.in_features, generator=generator, dtype=dtype)
         (scores,) = session.run(None, {input_name: input.numpy()})
         with torch.no_grad():
-            torch.testing.assert_close(torch.from_numpy(scores), model(input),
-                                       msg=f"B={batch} T={steps}")
+            torch.testing.assert_close(
+                torch.from_numpy(scores), model(input), msg=f"B={batch} T={steps}"
+            )
 
 
 def operator_types(path):
@@ -54,8 +55,9 @@ def test_layers_without_projection_become_onnx_lstm(tmp_path, bidirectional):
     model, path = export_tagger(tmp_path, sizes)
     nodes = onnx.load(str(path)).graph.node
     lstms = [node for node in nodes if node.op_type == "LSTM"]
-    directions = [next(a.s.decode() for a in node.attribute if a.name == "direction")
-                  for node in lstms]
+    directions = [
+        next(a.s.decode() for a in node.attribute if a.name == "direction") for node in lstms
+    ]
     expected = ["forward", "reverse"] * 2 if bidirectional else ["forward"] * 2
     assert sorted(directions) == sorted(expected)
     assert "Scan" not in operator_types(path)
@@ -76,11 +78,22 @@ def test_layers_without_bias(tmp_path):
     sizes = tagger.TaggerSizes(bidirectional=False)
     model = tagger.Tagger(sizes).eval()
     for proj, name in ((0, "plain.onnx"), (6, "projected.onnx")):
-        model.lstm = lstm_ext.LSTM(sizes.embedding, sizes.hidden, num_layers=2, bias=False,
-                                   proj_size=proj, batch_first=True).eval()
+        model.lstm = lstm_ext.LSTM(
+            sizes.embedding,
+            sizes.hidden,
+            num_layers=2,
+            bias=False,
+            proj_size=proj,
+            batch_first=True,
+        ).eval()
         model.head = torch.nn.Linear(proj or sizes.hidden, sizes.tags)
-        lstm_ext.onnx.export(model, (torch.randn(3, 7, sizes.features),), tmp_path / name,
-                             dynamic_shapes=tagger.dynamic_shapes(), verbose=False)
+        lstm_ext.onnx.export(
+            model,
+            (torch.randn(3, 7, sizes.features),),
+            tmp_path / name,
+            dynamic_shapes=tagger.dynamic_shapes(),
+            verbose=False,
+        )
         check_onnxruntime_matches_eager(model, tmp_path / name)
 
 
@@ -96,8 +109,13 @@ def test_translation_table_works_with_torch_onnx_export(tmp_path):
     sequence = torch.randn(6, 2, 5)
     state = (torch.randn(1, 2, 3), torch.randn(1, 2, 8))
     with torch.no_grad():
-        program = torch.onnx.export(lstm, (sequence, state), dynamo=True, verbose=False,
-                                    custom_translation_table=lstm_ext.onnx.translation_table())
+        program = torch.onnx.export(
+            lstm,
+            (sequence, state),
+            dynamo=True,
+            verbose=False,
+            custom_translation_table=lstm_ext.onnx.translation_table(),
+        )
         expected = lstm(sequence, state)
     outputs = program(sequence, state)
     torch.testing.assert_close(outputs[0], expected[0])
@@ -123,8 +141,13 @@ class PackedModel(torch.nn.Module):
 
 
 def packed_args():
-    return (torch.randn(10, 4), torch.tensor([3, 3, 2, 1, 1]), torch.arange(3),
-            torch.zeros(1, 3, 6), torch.zeros(1, 3, 6))
+    return (
+        torch.randn(10, 4),
+        torch.tensor([3, 3, 2, 1, 1]),
+        torch.arange(3),
+        torch.zeros(1, 3, 6),
+        torch.zeros(1, 3, 6),
+    )
 
 
 def test_packed_sequences_are_refused():
@@ -139,14 +162,27 @@ def test_packed_sequences_are_refused():
 def test_translation_refuses_packed_sequences_under_torch_onnx_export():
     # The exporter wraps the translation's error in its own, whose message quotes it.
     with torch.no_grad(), pytest.raises(Exception, match="PackedSequence input is not supported"):
-        torch.onnx.export(PackedModel().eval(), packed_args(), dynamo=True, verbose=False,
-                          custom_translation_table=lstm_ext.onnx.translation_table())
+        torch.onnx.export(
+            PackedModel().eval(),
+            packed_args(),
+            dynamo=True,
+            verbose=False,
+            custom_translation_table=lstm_ext.onnx.translation_table(),
+        )
 
 
 def test_importing_lstm_ext_does_not_import_onnxscript(tmp_path):
-    code = ("import sys, lstm_ext; "
-            "print('onnxscript' in sys.modules, 'lstm_ext.onnx' in sys.modules)")
+    code = (
+        "import sys, lstm_ext; print('onnxscript' in sys.modules, 'lstm_ext.onnx' in sys.modules)"
+    )
     environment = {**os.environ, "PYTHONPATH": str(Path(lstm_ext.__file__).resolve().parents[1])}
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                               timeout=600, check=True, cwd=tmp_path, env=environment)
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+        cwd=tmp_path,
+        env=environment,
+    )
     assert completed.stdout.split() == ["False", "False"]

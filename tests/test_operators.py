@@ -11,21 +11,40 @@ PACKED_BATCH_SIZES = [4, 4, 3, 1, 1]  # sequences of lengths 5, 3, 2, 2
 
 def packed_args(device, dtype=torch.float64, proj_size=2, reverse=False, bias=True):
     """Arguments of lstm_ext.lstm_layer for a packed batch with lengths 5, 3, 2, 2."""
-    case = sample_inputs(device, dtype, batch=4, steps=1, input_size=3, hidden_size=4,
-                         proj_size=proj_size, bias=bias)
+    case = sample_inputs(
+        device, dtype, batch=4, steps=1, input_size=3, hidden_size=4, proj_size=proj_size, bias=bias
+    )
     generator = torch.Generator().manual_seed(3)
     rows = torch.randn(sum(PACKED_BATCH_SIZES), 3, generator=generator, dtype=torch.float64)
     rows = rows.to(device=device, dtype=dtype).requires_grad_()
     batch_sizes = torch.tensor(PACKED_BATCH_SIZES, dtype=torch.int64)
-    return (rows, batch_sizes, case.h0, case.c0, case.w_ih, case.w_hh, case.b_ih, case.b_hh,
-            case.w_hr, reverse)
+    return (
+        rows,
+        batch_sizes,
+        case.h0,
+        case.c0,
+        case.w_ih,
+        case.w_hh,
+        case.b_ih,
+        case.b_hh,
+        case.w_hr,
+        reverse,
+    )
 
 
 @pytest.mark.parametrize("proj_size", [0, 3])
 @pytest.mark.parametrize("bias", [True, False])
 def test_gradcheck_forward(device, proj_size, bias):
-    case = sample_inputs(device, torch.float64, batch=2, steps=3, input_size=4, hidden_size=5,
-                         proj_size=proj_size, bias=bias)
+    case = sample_inputs(
+        device,
+        torch.float64,
+        batch=2,
+        steps=3,
+        input_size=4,
+        hidden_size=5,
+        proj_size=proj_size,
+        bias=bias,
+    )
 
     def layer(input, h0, c0, w_ih, w_hh, *optional):
         b_ih, b_hh = (optional[0], optional[1]) if bias else (None, None)
@@ -43,8 +62,9 @@ def packed_layer(device, proj_size, reverse):
     rows, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse = args
 
     def layer(rows, h0, c0, w_ih, w_hh, b_ih, b_hh, *w_hr):
-        return lstm_ext.lstm_layer(rows, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh,
-                                   w_hr[0] if w_hr else None, reverse)
+        return lstm_ext.lstm_layer(
+            rows, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr[0] if w_hr else None, reverse
+        )
 
     inputs = (rows, h0, c0, w_ih, w_hh, b_ih, b_hh) + ((w_hr,) if w_hr is not None else ())
     return layer, inputs
@@ -68,8 +88,20 @@ def test_opcheck_forward_and_backward(device, reverse, proj_size):
     rows, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse = args
     output, _, _, gates, cells, hidden = torch.ops.lstm_ext.lstm_layer_forward(*args, True)
     grads = (torch.randn_like(output), torch.randn_like(h0), torch.randn_like(c0))
-    backward_args = grads + (rows, batch_sizes, h0, c0, w_ih, w_hh, w_hr, output, gates, cells,
-                             hidden, reverse)
+    backward_args = grads + (
+        rows,
+        batch_sizes,
+        h0,
+        c0,
+        w_ih,
+        w_hh,
+        w_hr,
+        output,
+        gates,
+        cells,
+        hidden,
+        reverse,
+    )
     detached = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in backward_args)
     for masks in ((True, True), (False, True), (True, False), (False, False)):
         torch.library.opcheck(torch.ops.lstm_ext.lstm_layer_backward.default, detached + masks)
@@ -77,8 +109,9 @@ def test_opcheck_forward_and_backward(device, reverse, proj_size):
 
 def test_compile_fullgraph_matches_eager(device):
     torch._dynamo.reset()
-    case = sample_inputs(device, torch.float32, batch=3, steps=5, input_size=4, hidden_size=6,
-                         proj_size=3)
+    case = sample_inputs(
+        device, torch.float32, batch=3, steps=5, input_size=4, hidden_size=6, proj_size=3
+    )
 
     def model(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):
         output, (h_n, c_n) = lstm_ext.forward(input, (h0, c0), w_ih, w_hh, b_ih, b_hh, w_hr)
@@ -131,7 +164,7 @@ def misaligned_copy(tensor, offset_bytes):
     floats = offset_bytes // tensor.element_size()
     storage = torch.empty(tensor.numel() + 64, dtype=tensor.dtype)
     start = (-storage.data_ptr() // tensor.element_size()) % 16 + floats
-    copy = storage[start:start + tensor.numel()].view_as(tensor)
+    copy = storage[start : start + tensor.numel()].view_as(tensor)
     copy.copy_(tensor)
     assert copy.data_ptr() % 64 == offset_bytes
     return copy
@@ -142,8 +175,13 @@ def test_misaligned_weights_give_the_aligned_results(batch):
     # AOTInductor hands a CPU model's weights over 16-byte aligned.
     torch.manual_seed(4)
     H, P, I, T = 40, 24, 8, 6
-    weights = [torch.randn(4 * H, I), torch.randn(4 * H, P), torch.randn(4 * H),
-               torch.randn(4 * H), torch.randn(P, H)]
+    weights = [
+        torch.randn(4 * H, I),
+        torch.randn(4 * H, P),
+        torch.randn(4 * H),
+        torch.randn(4 * H),
+        torch.randn(P, H),
+    ]
     input, batch_sizes = torch.randn(T * batch, I), torch.full((T,), batch)
     h0, c0 = torch.randn(batch, P), torch.randn(batch, H)
     with torch.no_grad():

@@ -15,8 +15,9 @@ SHAPES = [(2, 5), (1, 3), (4, 7)]
 
 def make_module():
     torch.manual_seed(0)
-    return lstm_ext.LSTM(3, 5, num_layers=2, bidirectional=True, proj_size=2, batch_first=True,
-                         dtype=torch.float64)
+    return lstm_ext.LSTM(
+        3, 5, num_layers=2, bidirectional=True, proj_size=2, batch_first=True, dtype=torch.float64
+    )
 
 
 def functional_layer(input, w_ih, w_hh, b_ih, b_hh):
@@ -42,8 +43,10 @@ def test_trace_matches_eager_for_every_shape(api, traced_shape, eager_call_first
         function, parameters = module, ()
     else:
         function = functional_layer
-        parameters = tuple(torch.randn(shape, dtype=torch.float64, requires_grad=True)
-                           for shape in ((20, 3), (20, 5), (20,), (20,)))
+        parameters = tuple(
+            torch.randn(shape, dtype=torch.float64, requires_grad=True)
+            for shape in ((20, 3), (20, 5), (20,), (20,))
+        )
     example = torch.randn(*traced_shape, 3, dtype=torch.float64)
     if eager_call_first:  # fills the caches of reused tensors, which a trace must not record
         function(example, *parameters)
@@ -68,13 +71,17 @@ def scripted_caller(input, w_ih, w_hh):
     return lstm_ext.forward(input, None, w_ih, w_hh)[0]
 
 
-@pytest.mark.parametrize("target, name", [
-    (lambda: lstm_ext.LSTM(3, 4), "lstm_ext.LSTM"),
-    (Tagger, "lstm_ext.LSTM"),
-    (lambda: lstm_ext.forward, "lstm_ext.forward"),
-    (lambda: lstm_ext.lstm_layer, "lstm_ext.lstm_layer"),
-    (lambda: scripted_caller, "lstm_ext.forward"),
-], ids=["module", "submodule", "forward", "lstm_layer", "caller"])
+@pytest.mark.parametrize(
+    "target, name",
+    [
+        (lambda: lstm_ext.LSTM(3, 4), "lstm_ext.LSTM"),
+        (Tagger, "lstm_ext.LSTM"),
+        (lambda: lstm_ext.forward, "lstm_ext.forward"),
+        (lambda: lstm_ext.lstm_layer, "lstm_ext.lstm_layer"),
+        (lambda: scripted_caller, "lstm_ext.forward"),
+    ],
+    ids=["module", "submodule", "forward", "lstm_layer", "caller"],
+)
 def test_script_refuses_and_points_to_compile_and_export(target, name):
     with pytest.raises(RuntimeError, match=f"{name} cannot be compiled by torch.jit.script") as e:
         torch.jit.script(target())
@@ -85,8 +92,9 @@ def test_export_with_dynamic_shapes_matches_eager():
     module = make_module()
     batch, steps = torch.export.Dim("batch"), torch.export.Dim("steps")
     example = torch.randn(2, 5, 3, dtype=torch.float64)
-    exported = torch.export.export(module, (example,),
-                                   dynamic_shapes={"input": {0: batch, 1: steps}})
+    exported = torch.export.export(
+        module, (example,), dynamic_shapes={"input": {0: batch, 1: steps}}
+    )
     for shape in SHAPES[0], SHAPES[2]:
         input = torch.randn(*shape, 3, dtype=torch.float64)
         torch.testing.assert_close(exported.module()(input), module(input))

@@ -19,17 +19,23 @@ std::vector<int64_t> cuda_persistent_plan(
     int64_t shared_bytes_per_block, int64_t reserved_shared_bytes_per_block,
     int64_t registers_per_multiprocessor, int64_t registers_per_thread) {
   const cuda::LayerShape shape{hidden_size, recurrent_size, projection_size, element_size};
-  const cuda::DeviceBudget device{multiprocessors, shared_bytes_per_multiprocessor,
-                                  shared_bytes_per_block, reserved_shared_bytes_per_block,
-                                  registers_per_multiprocessor, registers_per_thread};
+  const cuda::DeviceBudget device{multiprocessors,
+                                  shared_bytes_per_multiprocessor,
+                                  shared_bytes_per_block,
+                                  reserved_shared_bytes_per_block,
+                                  registers_per_multiprocessor,
+                                  registers_per_thread};
   const cuda::PersistentPlan plan = cuda::plan_persistent_layer(shape, device);
-  std::vector<int64_t> answer = {static_cast<int64_t>(plan.verdict), plan.ctas, plan.threads,
-                                 plan.units_per_cta, plan.columns_per_cta, plan.staged_rows,
+  std::vector<int64_t> answer = {static_cast<int64_t>(plan.verdict),
+                                 plan.ctas,
+                                 plan.threads,
+                                 plan.units_per_cta,
+                                 plan.columns_per_cta,
+                                 plan.staged_rows,
                                  plan.shared_bytes};
   for (int64_t cta = 0; cta < plan.ctas; ++cta) {
     const cuda::OwnedRange units = cuda::owned_range(hidden_size, plan.units_per_cta, cta);
-    const cuda::OwnedRange columns =
-        cuda::owned_range(projection_size, plan.columns_per_cta, cta);
+    const cuda::OwnedRange columns = cuda::owned_range(projection_size, plan.columns_per_cta, cta);
     answer.insert(answer.end(),
                   {units.begin, units.end, columns.begin, columns.end,
                    cuda::cta_shared_bytes(shape, units.end - units.begin,

@@ -21,16 +21,16 @@ namespace {
 // The checked, contiguous arguments of one backward layer.
 struct BackwardArgs {
   const LayerSizes& sizes;
-  at::Tensor grad_output;  // (N, R)
-  at::Tensor input;        // (N, I)
-  at::Tensor h0;           // (B, R)
-  at::Tensor c0;           // (B, H)
-  at::Tensor w_ih;         // (4H, I)
-  at::Tensor w_hh;         // (4H, R)
-  at::Tensor w_hr;         // (P, H), or undefined
+  at::Tensor grad_output;    // (N, R)
+  at::Tensor input;          // (N, I)
+  at::Tensor h0;             // (B, R)
+  at::Tensor c0;             // (B, H)
+  at::Tensor w_ih;           // (4H, I)
+  at::Tensor w_hh;           // (4H, R)
+  at::Tensor w_hr;           // (P, H), or undefined
   const at::Tensor& output;  // (N, R) the forward's
-  at::Tensor gates;        // (N, 4H) saved activations
-  at::Tensor cells;        // (N, H)
+  at::Tensor gates;          // (N, 4H) saved activations
+  at::Tensor cells;          // (N, H)
   const at::Tensor& hidden;  // (N, H) pre-projection h_t with w_hr, else empty
 };
 
@@ -102,8 +102,7 @@ void run_aten_step(const BackwardArgs& args, const StepLayout& step, const Backw
       args.c0.const_data_ptr<scalar_t>(), grad_hidden, grad_hidden_stride, grad_hidden_recurrent,
       out.grad_cell_state.data_ptr<scalar_t>(), out.grad_gates.data_ptr<scalar_t>()));
   at::Tensor grad_hidden_state_rows = out.grad_hidden_state.narrow(0, 0, step.rows);
-  at::mm_out(grad_hidden_state_rows, out.grad_gates.narrow(0, step.gate_row, step.rows),
-             args.w_hh);
+  at::mm_out(grad_hidden_state_rows, out.grad_gates.narrow(0, step.gate_row, step.rows), args.w_hh);
 }
 
 void run_aten_steps(const BackwardArgs& args, const std::vector<StepLayout>& steps,
@@ -159,8 +158,7 @@ void gather_previous_hidden(const std::vector<StepLayout>& steps, const at::Tens
   };
   for (const StepLayout& step : steps) {
     add_copy(&output, step.prev_row, step.row, step.carried_rows);
-    add_copy(&h0, step.carried_rows, step.row + step.carried_rows,
-             step.rows - step.carried_rows);
+    add_copy(&h0, step.carried_rows, step.row + step.carried_rows, step.rows - step.carried_rows);
   }
   for (const RowCopy& copy : copies) {
     previous_hidden.narrow(0, copy.target_row, copy.rows)
@@ -171,9 +169,9 @@ void gather_previous_hidden(const std::vector<StepLayout>& steps, const at::Tens
 // (grad_w_ih, grad_w_hh, grad_bias, grad_w_hr): dW_ih = dG^T x, dW_hh = dG^T h_{t-1}, db = the
 // column sums of dG (N, 4H), dW_hr = dL/d(projected h)^T h; through the backend's GEMM (the
 // first three in one pass over dG) or ATen's (backend_gemm null).
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> weight_gradients(
-    const BackwardArgs& args, const std::vector<StepLayout>& steps, const BackwardBuffers& out,
-    GemmFloat backend_gemm, const Backend& backend) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+weight_gradients(const BackwardArgs& args, const std::vector<StepLayout>& steps,
+                 const BackwardBuffers& out, GemmFloat backend_gemm, const Backend& backend) {
   const LayerSizes& sizes = args.sizes;
   const int64_t H = sizes.hidden_size;
   const int64_t R = sizes.recurrent_size;
@@ -224,8 +222,7 @@ BackwardBuffers allocate_backward(const BackwardArgs& args, const at::Tensor& gr
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 backward_layer(const BackwardArgs& args, const at::Tensor& grad_h_n, const at::Tensor& grad_c_n,
-               bool reverse, bool grad_input_mask, bool grad_weights_mask,
-               const Backend& backend) {
+               bool reverse, bool grad_input_mask, bool grad_weights_mask, const Backend& backend) {
   const LayerSizes& sizes = args.sizes;
   const bool is_float = args.input.scalar_type() == at::kFloat;
   const std::vector<StepLayout> steps = plan_steps(sizes.batch_sizes, reverse);
@@ -256,8 +253,8 @@ backward_layer(const BackwardArgs& args, const at::Tensor& grad_h_n, const at::T
   }
   const auto [grad_w_ih, grad_w_hh, grad_bias, grad_w_hr] =
       weight_gradients(args, steps, out, backend_gemm, backend);
-  return {grad_input, out.grad_hidden_state, out.grad_cell_state, grad_w_ih, grad_w_hh,
-          grad_bias, grad_w_hr};
+  return {grad_input, out.grad_hidden_state, out.grad_cell_state, grad_w_ih, grad_w_hh, grad_bias,
+          grad_w_hr};
 }
 
 }  // namespace

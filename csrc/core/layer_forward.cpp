@@ -23,12 +23,12 @@ namespace {
 // The checked arguments of one forward layer.
 struct ForwardArgs {
   const LayerSizes& sizes;
-  at::Tensor input;                  // (N, I)
-  at::Tensor h0;                     // (B, R) contiguous
-  at::Tensor c0;                     // (B, H) contiguous
-  const at::Tensor& w_ih;            // (4H, I)
-  const at::Tensor& w_hh;            // (4H, R)
-  at::Tensor bias;                   // (4H) b_ih + b_hh contiguous, or undefined: no bias
+  at::Tensor input;                       // (N, I)
+  at::Tensor h0;                          // (B, R) contiguous
+  at::Tensor c0;                          // (B, H) contiguous
+  const at::Tensor& w_ih;                 // (4H, I)
+  const at::Tensor& w_hh;                 // (4H, R)
+  at::Tensor bias;                        // (4H) b_ih + b_hh contiguous, or undefined: no bias
   const std::optional<at::Tensor>& w_hr;  // (P, H)
   bool save_for_backward;
 };
@@ -168,10 +168,11 @@ void run_aten_step(const ForwardArgs& args, const StepLayout& step, const Forwar
 
 void run_aten_steps(const ForwardArgs& args, const std::vector<StepLayout>& steps,
                     const ForwardBuffers& out, const Backend& backend) {
-  with_step_kernel</*kForward=*/true>(
-      "lstm_ext.lstm_layer_forward", args.input, backend.steps, [&](auto step_kernel) {
-        for (const StepLayout& step : steps) run_aten_step(args, step, out, step_kernel);
-      });
+  with_step_kernel</*kForward=*/true>("lstm_ext.lstm_layer_forward", args.input, backend.steps,
+                                      [&](auto step_kernel) {
+                                        for (const StepLayout& step : steps)
+                                          run_aten_step(args, step, out, step_kernel);
+                                      });
 }
 
 // lstm_layer_forward on checked arguments; w_hh_bfloat16: see run_float_layer.
@@ -199,9 +200,9 @@ forward_layer(const ForwardArgs& args, bool reverse, const Backend& backend,
                                                         args.input.element_size())
                         : sizes.rows;
   std::vector<StepLayout> steps = plan_steps(sizes.batch_sizes, reverse);
-  const std::vector<ProjectionChunk> chunks =
-      input_projected_first ? std::vector<ProjectionChunk>()
-                            : plan_projection_chunks(steps, chunk_rows);
+  const std::vector<ProjectionChunk> chunks = input_projected_first
+                                                  ? std::vector<ProjectionChunk>()
+                                                  : plan_projection_chunks(steps, chunk_rows);
   // The layer kernel's threads may each run a share of the batch rows apart (cpu/policy.h).
   const int64_t gate_rows = lay_out_forward(steps, chunks, args.save_for_backward,
                                             sizes.has_projection, sizes.batch, layer_kernel);
@@ -214,7 +215,7 @@ forward_layer(const ForwardArgs& args, bool reverse, const Backend& backend,
   }
   const auto empty = [&] { return at::empty({0}, args.input.options()); };
   if (!args.save_for_backward) return {out.output, out.h_n, out.c_n, empty(), empty(), empty()};
-  return {out.output, out.h_n,  out.c_n,
+  return {out.output, out.h_n,   out.c_n,
           out.gates,  out.cells, sizes.has_projection ? out.hidden : empty()};
 }
 
@@ -226,11 +227,18 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
                    const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
                    const std::optional<at::Tensor>& w_hr, bool reverse, bool save_for_backward,
                    const Backend& backend) {
-  const LayerSizes sizes = check_forward_args("lstm_ext.lstm_layer_forward", input, batch_sizes,
-                                              h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr);
+  const LayerSizes sizes = check_forward_args("lstm_ext.lstm_layer_forward", input, batch_sizes, h0,
+                                              c0, w_ih, w_hh, b_ih, b_hh, w_hr);
   if (!widens_to_float(input, backend)) {
-    const ForwardArgs args{sizes, input, h0.contiguous(), c0.contiguous(), w_ih, w_hh,
-                           summed_bias(b_ih, b_hh), w_hr, save_for_backward};
+    const ForwardArgs args{sizes,
+                           input,
+                           h0.contiguous(),
+                           c0.contiguous(),
+                           w_ih,
+                           w_hh,
+                           summed_bias(b_ih, b_hh),
+                           w_hr,
+                           save_for_backward};
     return forward_layer(args, reverse, backend, at::Tensor());
   }
   const at::ScalarType dtype = input.scalar_type();
@@ -248,9 +256,7 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const
                          save_for_backward};
   const auto [output, h_n, c_n, gates, cells, hidden] = forward_layer(
       args, reverse, backend, dtype == at::kBFloat16 ? w_hh.contiguous() : at::Tensor());
-  const auto narrowed = [&](const at::Tensor& tensor) {
-    return converted(tensor, dtype, backend);
-  };
+  const auto narrowed = [&](const at::Tensor& tensor) { return converted(tensor, dtype, backend); };
   return {narrowed(output), narrowed(h_n),   narrowed(c_n),
           narrowed(gates),  narrowed(cells), narrowed(hidden)};
 }

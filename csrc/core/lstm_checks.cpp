@@ -38,19 +38,18 @@ void check_like_input(const char* op, const char* name, const at::Tensor& tensor
 
 LayerSizes check_forward_args(const char* op, const at::Tensor& input,
                               const at::Tensor& batch_sizes, const at::Tensor& h0,
-                              const at::Tensor& c0, const at::Tensor& w_ih,
-                              const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih,
+                              const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                              const std::optional<at::Tensor>& b_ih,
                               const std::optional<at::Tensor>& b_hh,
                               const std::optional<at::Tensor>& w_hr) {
   const auto dtype = input.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf ||
-                  dtype == at::kBFloat16,
-              op, ": input has dtype ", dtype,
-              ", expected one of float32, float64, float16, bfloat16");
+  TORCH_CHECK(
+      dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
+      op, ": input has dtype ", dtype, ", expected one of float32, float64, float16, bfloat16");
   TORCH_CHECK(input.dim() == 2, op, ": input has shape ", shape_string(input.sizes()),
               ", expected 2 dimensions (rows, input_size)");
-  TORCH_CHECK(w_ih.dim() == 2 && w_ih.size(0) % 4 == 0 && w_ih.size(0) > 0, op,
-              ": w_ih has shape ", shape_string(w_ih.sizes()),
+  TORCH_CHECK(w_ih.dim() == 2 && w_ih.size(0) % 4 == 0 && w_ih.size(0) > 0, op, ": w_ih has shape ",
+              shape_string(w_ih.sizes()),
               ", expected (4*hidden_size, input_size) with hidden_size > 0");
 
   LayerSizes sizes;
@@ -94,16 +93,15 @@ LayerSizes check_forward_args(const char* op, const at::Tensor& input,
   int64_t previous = sizes.batch;
   for (int64_t t = 0; t < sizes.steps; ++t) {
     const int64_t step_rows = sizes.batch_sizes[t];
-    TORCH_CHECK(step_rows >= 0 && step_rows <= previous, op, ": batch_sizes[", t, "] = ",
-                step_rows, ", expected a non-increasing sequence in [0, ", previous, "]",
+    TORCH_CHECK(step_rows >= 0 && step_rows <= previous, op, ": batch_sizes[", t, "] = ", step_rows,
+                ", expected a non-increasing sequence in [0, ", previous, "]",
                 t == 0 ? " (the batch size of h0)" : "");
     TORCH_CHECK(t > 0 || step_rows == sizes.batch, op, ": batch_sizes[0] = ", step_rows,
                 ", expected the batch size of h0, ", sizes.batch);
     total_rows += step_rows;
     previous = step_rows;
   }
-  check_shape(op, "input", input, {total_rows, sizes.input_size},
-              "(sum(batch_sizes), input_size)");
+  check_shape(op, "input", input, {total_rows, sizes.input_size}, "(sum(batch_sizes), input_size)");
 
   check_like_input(op, "h0", h0, input);
   check_like_input(op, "c0", c0, input);

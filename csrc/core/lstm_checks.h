@@ -12,20 +12,20 @@
 namespace lstm_ext {
 
 struct LayerSizes {
-  int64_t rows;         // N = sum(batch_sizes)
-  int64_t steps;        // T
-  int64_t batch;        // B = batch_sizes[0]
-  int64_t input_size;   // I
-  int64_t hidden_size;  // H
-  int64_t recurrent_size;  // R = P with projection, else H
+  int64_t rows;                      // N = sum(batch_sizes)
+  int64_t steps;                     // T
+  int64_t batch;                     // B = batch_sizes[0]
+  int64_t input_size;                // I
+  int64_t hidden_size;               // H
+  int64_t recurrent_size;            // R = P with projection, else H
   bool has_projection;
   std::vector<int64_t> batch_sizes;  // (T,) copied from the CPU tensor
 };
 
 LayerSizes check_forward_args(const char* op, const at::Tensor& input,
                               const at::Tensor& batch_sizes, const at::Tensor& h0,
-                              const at::Tensor& c0, const at::Tensor& w_ih,
-                              const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih,
+                              const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                              const std::optional<at::Tensor>& b_ih,
                               const std::optional<at::Tensor>& b_hh,
                               const std::optional<at::Tensor>& w_hr);
 

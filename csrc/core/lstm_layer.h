@@ -63,21 +63,21 @@ struct LayerForwardParams {
   // is then this widened), or nullptr. Read in its place where the kernel reads W_hh as stored
   // (steps of a few rows, whose time goes into streaming W_hh): half the bytes, same values.
   const c10::BFloat16* w_hh_bfloat16;
-  const scalar_t* w_hr;   // (P, H) contiguous, or nullptr without projection
-  const scalar_t* h0;     // (B, R)
-  const scalar_t* c0;     // (B, H)
-  scalar_t* w_ih_t;       // I * 4H scratch floats for W_ih transposed
-  scalar_t* w_hh_t;       // R * 4H scratch floats for W_hh transposed
-  scalar_t* w_hr_t;       // H * P scratch floats for W_hr transposed, or nullptr
-  scalar_t* gates;        // (gate rows, 4H): pre-activations in, activations out
-  scalar_t* cells;        // (cell rows, H)
-  scalar_t* hidden;       // (hidden rows, H) pre-projection h_t; the output without w_hr
-  scalar_t* output;       // (N, R)
-  scalar_t* h_n;          // (B, R)
-  scalar_t* c_n;          // (B, H)
-  int64_t input_size;     // I
-  int64_t hidden_size;    // H
-  int64_t recurrent_size; // R
+  const scalar_t* w_hr;    // (P, H) contiguous, or nullptr without projection
+  const scalar_t* h0;      // (B, R)
+  const scalar_t* c0;      // (B, H)
+  scalar_t* w_ih_t;        // I * 4H scratch floats for W_ih transposed
+  scalar_t* w_hh_t;        // R * 4H scratch floats for W_hh transposed
+  scalar_t* w_hr_t;        // H * P scratch floats for W_hr transposed, or nullptr
+  scalar_t* gates;         // (gate rows, 4H): pre-activations in, activations out
+  scalar_t* cells;         // (cell rows, H)
+  scalar_t* hidden;        // (hidden rows, H) pre-projection h_t; the output without w_hr
+  scalar_t* output;        // (N, R)
+  scalar_t* h_n;           // (B, R)
+  scalar_t* c_n;           // (B, H)
+  int64_t input_size;      // I
+  int64_t hidden_size;     // H
+  int64_t recurrent_size;  // R
 };
 
 // A whole backward layer's step loop, for backends that run it in one parallel region; the
@@ -168,8 +168,8 @@ struct LayerPolicy {
   int64_t (*projection_chunk_rows)(int64_t input_size, int64_t hidden_size, int64_t element_size);
   // Whether the driver runs a float32 layer's input projection (without the biases, which the
   // layer kernel adds) through ATen, one GEMM over all N rows, before the layer kernel, instead
-  // of the kernel chunk by chunk. Asked with N, the largest step's rows, I, H and whether the gates are saved for
-  // backward (all N rows are kept then anyway).
+  // of the kernel chunk by chunk. Asked with N, the largest step's rows, I, H and whether the gates
+  // are saved for backward (all N rows are kept then anyway).
   bool (*projects_input_first)(int64_t rows, int64_t max_step_rows, int64_t input_size,
                                int64_t hidden_size, bool save_for_backward);
 };
@@ -191,12 +191,12 @@ struct Backend {
 // gates, cells and hidden (the pre-projection h, only with w_hr) are what backward needs; they
 // are empty (0,) tensors unless save_for_backward.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-lstm_layer_forward(const at::Tensor& input,        // (N, I)
-                   const at::Tensor& batch_sizes,  // (T,) int64 on the CPU
-                   const at::Tensor& h0,           // (B, R)
-                   const at::Tensor& c0,           // (B, H)
-                   const at::Tensor& w_ih,         // (4H, I)
-                   const at::Tensor& w_hh,         // (4H, R)
+lstm_layer_forward(const at::Tensor& input,                // (N, I)
+                   const at::Tensor& batch_sizes,          // (T,) int64 on the CPU
+                   const at::Tensor& h0,                   // (B, R)
+                   const at::Tensor& c0,                   // (B, H)
+                   const at::Tensor& w_ih,                 // (4H, I)
+                   const at::Tensor& w_hh,                 // (4H, R)
                    const std::optional<at::Tensor>& b_ih,  // (4H)
                    const std::optional<at::Tensor>& b_hh,  // (4H)
                    const std::optional<at::Tensor>& w_hr,  // (P, H)
@@ -207,20 +207,20 @@ lstm_layer_forward(const at::Tensor& input,        // (N, I)
 // of b_ih and of b_hh alike. grad_input is empty (0,) unless grad_input_mask, the weight and
 // bias gradients unless grad_weights_mask.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-lstm_layer_backward(const at::Tensor& grad_output,  // (N, R)
-                    const at::Tensor& grad_h_n,     // (B, R)
-                    const at::Tensor& grad_c_n,     // (B, H)
-                    const at::Tensor& input,        // (N, I)
-                    const at::Tensor& batch_sizes,  // (T,)
-                    const at::Tensor& h0,           // (B, R)
-                    const at::Tensor& c0,           // (B, H)
-                    const at::Tensor& w_ih,         // (4H, I)
-                    const at::Tensor& w_hh,         // (4H, R)
+lstm_layer_backward(const at::Tensor& grad_output,          // (N, R)
+                    const at::Tensor& grad_h_n,             // (B, R)
+                    const at::Tensor& grad_c_n,             // (B, H)
+                    const at::Tensor& input,                // (N, I)
+                    const at::Tensor& batch_sizes,          // (T,)
+                    const at::Tensor& h0,                   // (B, R)
+                    const at::Tensor& c0,                   // (B, H)
+                    const at::Tensor& w_ih,                 // (4H, I)
+                    const at::Tensor& w_hh,                 // (4H, R)
                     const std::optional<at::Tensor>& w_hr,  // (P, H)
-                    const at::Tensor& output,       // (N, R) forward's output
-                    const at::Tensor& gates,        // (N, 4H) forward's saved activations
-                    const at::Tensor& cells,        // (N, H)
-                    const at::Tensor& hidden,       // (N, H) with w_hr, else empty
+                    const at::Tensor& output,               // (N, R) forward's output
+                    const at::Tensor& gates,                // (N, 4H) forward's saved activations
+                    const at::Tensor& cells,                // (N, H)
+                    const at::Tensor& hidden,               // (N, H) with w_hr, else empty
                     bool reverse, bool grad_input_mask, bool grad_weights_mask,
                     const Backend& backend);
 
@@ -244,9 +244,9 @@ struct LayerOperators {
   backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& grad_c_n,
            const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0,
            const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
-           const std::optional<at::Tensor>& w_hr, const at::Tensor& output,
-           const at::Tensor& gates, const at::Tensor& cells, const at::Tensor& hidden,
-           bool reverse, bool grad_input_mask, bool grad_weights_mask) {
+           const std::optional<at::Tensor>& w_hr, const at::Tensor& output, const at::Tensor& gates,
+           const at::Tensor& cells, const at::Tensor& hidden, bool reverse, bool grad_input_mask,
+           bool grad_weights_mask) {
     const DeviceGuard device_guard(input);
     return lstm_layer_backward(grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, c0, w_ih,
                                w_hh, w_hr, output, gates, cells, hidden, reverse, grad_input_mask,

@@ -126,8 +126,8 @@ LSTM_HOST_DEVICE float tanh_activation(float x) {
   // +-1 exactly there, so that a saturated gate's derivative 1 - g^2 is 0, as in nn.LSTM.
   // Selected with a mask, not a branch: a conditional division would keep compilers from
   // vectorising the loop for processors without masked vector instructions (AVX2).
-  const int32_t saturated = -static_cast<int32_t>((x_bits & kMagnitudeMask) ==
-                                                  float_bits(kSaturation));
+  const int32_t saturated =
+      -static_cast<int32_t>((x_bits & kMagnitudeMask) == float_bits(kSaturation));
   const int32_t one_bits = (x_bits & ~kMagnitudeMask) | float_bits(1.0f);
   return bits_float((one_bits & saturated) | (float_bits(p * x / q) & ~saturated));
 #endif
@@ -145,8 +145,8 @@ LSTM_HOST_DEVICE acc_t sigmoid(acc_t x) {
 template <typename acc_t>
 struct CellForward {
   acc_t input_gate, forget_gate, cell_gate, output_gate;  // activations i, f, g, o
-  acc_t cell;    // c_t = f * c_{t-1} + i * g
-  acc_t hidden;  // h_t = o * tanh(c_t)
+  acc_t cell;                                             // c_t = f * c_{t-1} + i * g
+  acc_t hidden;                                           // h_t = o * tanh(c_t)
 };
 
 template <typename acc_t>
@@ -191,14 +191,14 @@ LSTM_HOST_DEVICE CellBackward<acc_t> lstm_cell_backward(acc_t input_gate, acc_t 
 // Forward step: parameters and the indexing of one (row, col).
 template <typename scalar_t>
 struct ForwardStepParams {
-  scalar_t* gates;                // (rows, 4H) in: pre-activations; out: activations i, f, g, o
-  const scalar_t* prev_cell;      // (carried_rows, H) c_{t-1} of the carried rows
-  const scalar_t* initial_cell;   // (>= rows, H) c0, read for rows >= carried_rows
-  scalar_t* cell;                 // (rows, H) out: c_t
-  scalar_t* hidden;               // (rows, hidden_stride) out: h_t = o * tanh(c_t)
+  scalar_t* gates;               // (rows, 4H) in: pre-activations; out: activations i, f, g, o
+  const scalar_t* prev_cell;     // (carried_rows, H) c_{t-1} of the carried rows
+  const scalar_t* initial_cell;  // (>= rows, H) c0, read for rows >= carried_rows
+  scalar_t* cell;                // (rows, H) out: c_t
+  scalar_t* hidden;              // (rows, hidden_stride) out: h_t = o * tanh(c_t)
   int64_t rows;
-  int64_t hidden_size;            // H
-  int64_t hidden_stride;          // row stride of `hidden` (H; larger when it is a view)
+  int64_t hidden_size;           // H
+  int64_t hidden_stride;         // row stride of `hidden` (H; larger when it is a view)
   int64_t carried_rows;
   // (4H) b_ih + b_hh, added to the pre-activations here when the GEMMs left it out (the CPU
   // layer kernel's input projection writes its gates without initialising them to the bias);
@@ -257,14 +257,14 @@ LSTM_HOST_DEVICE void add_recurrent_element(const ForwardStepParams<scalar_t>& p
 // Backward step: parameters and the indexing of one (row, col).
 template <typename scalar_t>
 struct BackwardStepParams {
-  const scalar_t* gates;          // (rows, 4H) saved activations i, f, g, o
-  const scalar_t* cell;           // (rows, H) saved c_t
-  const scalar_t* prev_cell;      // (carried_rows, H) saved c_{t-1} of the carried rows
-  const scalar_t* initial_cell;   // (>= rows, H) c0, read for rows >= carried_rows
-  const scalar_t* grad_hidden;    // (rows, grad_hidden_stride) dL/dh_t
+  const scalar_t* gates;                  // (rows, 4H) saved activations i, f, g, o
+  const scalar_t* cell;                   // (rows, H) saved c_t
+  const scalar_t* prev_cell;              // (carried_rows, H) saved c_{t-1} of the carried rows
+  const scalar_t* initial_cell;           // (>= rows, H) c0, read for rows >= carried_rows
+  const scalar_t* grad_hidden;            // (rows, grad_hidden_stride) dL/dh_t
   const scalar_t* grad_hidden_recurrent;  // (rows, H) second addend of dL/dh_t, or nullptr
-  scalar_t* grad_cell;            // (rows, H) in: dL/dc_t from later steps; out: dL/dc_{t-1}
-  scalar_t* grad_gates;           // (rows, 4H) out: dL/d(pre-activations)
+  scalar_t* grad_cell;   // (rows, H) in: dL/dc_t from later steps; out: dL/dc_{t-1}
+  scalar_t* grad_gates;  // (rows, 4H) out: dL/d(pre-activations)
   int64_t rows;
   int64_t hidden_size;
   int64_t grad_hidden_stride;

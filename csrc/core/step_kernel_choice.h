@@ -11,9 +11,9 @@ namespace lstm_ext {
 template <typename scalar_t>
 struct StepKernelFor;
 
-#define LSTM_EXT_STEP_KERNEL_FOR(scalar_type, suffix)                                    \
-  template <>                                                                            \
-  struct StepKernelFor<scalar_type> {                                                    \
+#define LSTM_EXT_STEP_KERNEL_FOR(scalar_type, suffix)                                      \
+  template <>                                                                              \
+  struct StepKernelFor<scalar_type> {                                                      \
     static auto forward(const StepKernels& kernels) { return kernels.forward_##suffix; }   \
     static auto backward(const StepKernels& kernels) { return kernels.backward_##suffix; } \
   };

@@ -48,9 +48,9 @@ std::vector<ProjectionChunk> plan_projection_chunks(const std::vector<StepLayout
   return chunks;
 }
 
-int64_t lay_out_forward(std::vector<StepLayout>& steps,
-                        const std::vector<ProjectionChunk>& chunks, bool save_for_backward,
-                        bool has_projection, int64_t batch, bool step_slots) {
+int64_t lay_out_forward(std::vector<StepLayout>& steps, const std::vector<ProjectionChunk>& chunks,
+                        bool save_for_backward, bool has_projection, int64_t batch,
+                        bool step_slots) {
   const bool slots = step_slots && !save_for_backward && !chunks.empty();
   int64_t chunk_first_row = 0;  // packed row held by the first row of the gates buffer
   size_t chunk_first_step = 0;
@@ -69,8 +69,8 @@ int64_t lay_out_forward(std::vector<StepLayout>& steps,
       step.project_steps = static_cast<int64_t>(chunk_end - k);
       ++next_chunk;
     }
-    step.gate_row = slots ? static_cast<int64_t>(k - chunk_first_step) * batch
-                          : step.row - chunk_first_row;
+    step.gate_row =
+        slots ? static_cast<int64_t>(k - chunk_first_step) * batch : step.row - chunk_first_row;
     step.cell_row = save_for_backward ? step.row : int64_t(k % 2) * batch;
     step.prev_cell_row = k > 0 ? steps[k - 1].cell_row : 0;
     step.hidden_row = save_for_backward || !has_projection ? step.row : 0;
@@ -79,9 +79,11 @@ int64_t lay_out_forward(std::vector<StepLayout>& steps,
   return gate_rows;
 }
 
-std::vector<StepLayout> batch_rows_of(const StepLayout* steps, int64_t num_steps,
-                                      int64_t begin, int64_t end) {
-  const auto clamped = [&](int64_t row) { return std::clamp<int64_t>(row - begin, 0, end - begin); };
+std::vector<StepLayout> batch_rows_of(const StepLayout* steps, int64_t num_steps, int64_t begin,
+                                      int64_t end) {
+  const auto clamped = [&](int64_t row) {
+    return std::clamp<int64_t>(row - begin, 0, end - begin);
+  };
   std::vector<StepLayout> slice(steps, steps + num_steps);
   for (StepLayout& step : slice) {
     step.rows = clamped(step.rows);
@@ -97,8 +99,8 @@ std::vector<StepLayout> batch_rows_of(const StepLayout* steps, int64_t num_steps
   return slice;
 }
 
-std::pair<int64_t, int64_t> batch_share(const StepLayout* steps, int64_t num_steps,
-                                        int64_t parts, int64_t part) {
+std::pair<int64_t, int64_t> batch_share(const StepLayout* steps, int64_t num_steps, int64_t parts,
+                                        int64_t part) {
   const int64_t batch = max_step_rows(steps, num_steps);
   // steps_of[r]: the steps that row r runs (those with more than r rows).
   std::vector<int64_t> steps_of(batch + 1, 0);

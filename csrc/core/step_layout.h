@@ -19,8 +19,8 @@ std::vector<StepLayout> plan_steps(const std::vector<int64_t>& batch_sizes, bool
 // Consecutive steps (in processing order) whose input projection runs as one GEMM; their rows
 // are contiguous in the packed layout.
 struct ProjectionChunk {
-  size_t first_step;   // index in the plan
-  int64_t first_row;   // packed row
+  size_t first_step;  // index in the plan
+  int64_t first_row;  // packed row
   int64_t rows;
 };
 
@@ -35,9 +35,9 @@ std::vector<ProjectionChunk> plan_projection_chunks(const std::vector<StepLayout
 // with step_slots, step j of the chunk's from row j * batch: each batch row then has gate rows
 // of its own, which threads that run shares of the batch rows apart need. Returns the rows of
 // the gates buffer.
-int64_t lay_out_forward(std::vector<StepLayout>& steps,
-                        const std::vector<ProjectionChunk>& chunks, bool save_for_backward,
-                        bool has_projection, int64_t batch, bool step_slots);
+int64_t lay_out_forward(std::vector<StepLayout>& steps, const std::vector<ProjectionChunk>& chunks,
+                        bool save_for_backward, bool has_projection, int64_t batch,
+                        bool step_slots);
 
 // The most rows of any step.
 int64_t max_step_rows(const StepLayout* steps, int64_t num_steps);
@@ -45,12 +45,12 @@ int64_t max_step_rows(const StepLayout* steps, int64_t num_steps);
 // The layout of the batch rows [begin, end) of each step alone: every row index in it is into
 // the same buffers, each step's rows counted from `begin` (rows past a step's end are absent).
 // The rows of one sequence depend on no other, so these steps run apart from the others.
-std::vector<StepLayout> batch_rows_of(const StepLayout* steps, int64_t num_steps,
-                                      int64_t begin, int64_t end);
+std::vector<StepLayout> batch_rows_of(const StepLayout* steps, int64_t num_steps, int64_t begin,
+                                      int64_t end);
 
 // The batch rows [begin, end) of the part `part` of `parts` that carry about equal numbers of
 // rows over all steps (a row runs as many steps as its sequence is long).
-std::pair<int64_t, int64_t> batch_share(const StepLayout* steps, int64_t num_steps,
-                                        int64_t parts, int64_t part);
+std::pair<int64_t, int64_t> batch_share(const StepLayout* steps, int64_t num_steps, int64_t parts,
+                                        int64_t part);
 
 }  // namespace lstm_ext

@@ -13,11 +13,9 @@ namespace lstm_ext {
 // hidden (., H) from their first rows, c0 (B, H); bias (4H) or nullptr (see
 // ForwardStepParams::bias).
 template <typename scalar_t, typename Step>
-LSTM_HOST_DEVICE ForwardStepParams<scalar_t> forward_step_params(const Step& step, int64_t H,
-                                                                 scalar_t* gates, scalar_t* cells,
-                                                                 scalar_t* hidden,
-                                                                 const scalar_t* c0,
-                                                                 const scalar_t* bias) {
+LSTM_HOST_DEVICE ForwardStepParams<scalar_t>
+forward_step_params(const Step& step, int64_t H, scalar_t* gates, scalar_t* cells, scalar_t* hidden,
+                    const scalar_t* c0, const scalar_t* bias) {
   ForwardStepParams<scalar_t> params;
   // 4 * H first: 64-bit products even for a Step of 32-bit rows.
   params.gates = gates + step.gate_row * (4 * H);
@@ -38,9 +36,9 @@ LSTM_HOST_DEVICE ForwardStepParams<scalar_t> forward_step_params(const Step& ste
 // (row stride grad_hidden_stride) plus grad_hidden_recurrent (B, H) when that is not nullptr.
 template <typename scalar_t, typename Step>
 LSTM_HOST_DEVICE BackwardStepParams<scalar_t> backward_step_params(
-    const Step& step, int64_t H, const scalar_t* gates, const scalar_t* cells,
-    const scalar_t* c0, const scalar_t* grad_hidden, int64_t grad_hidden_stride,
-    const scalar_t* grad_hidden_recurrent, scalar_t* grad_cell, scalar_t* grad_gates) {
+    const Step& step, int64_t H, const scalar_t* gates, const scalar_t* cells, const scalar_t* c0,
+    const scalar_t* grad_hidden, int64_t grad_hidden_stride, const scalar_t* grad_hidden_recurrent,
+    scalar_t* grad_cell, scalar_t* grad_gates) {
   BackwardStepParams<scalar_t> params;
   params.gates = gates + step.gate_row * (4 * H);
   params.cell = cells + step.cell_row * H;

@@ -17,8 +17,7 @@ at::Tensor widened(const at::Tensor& tensor, const Backend& backend) {
   return converted(tensor, at::kFloat, backend);
 }
 
-std::optional<at::Tensor> widened(const std::optional<at::Tensor>& tensor,
-                                  const Backend& backend) {
+std::optional<at::Tensor> widened(const std::optional<at::Tensor>& tensor, const Backend& backend) {
   return tensor.has_value() ? std::optional<at::Tensor>(widened(*tensor, backend)) : std::nullopt;
 }
 

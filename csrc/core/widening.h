@@ -21,7 +21,6 @@ bool widens_to_float(const at::Tensor& input, const Backend& backend);
 at::Tensor converted(const at::Tensor& tensor, at::ScalarType dtype, const Backend& backend);
 
 at::Tensor widened(const at::Tensor& tensor, const Backend& backend);
-std::optional<at::Tensor> widened(const std::optional<at::Tensor>& tensor,
-                                  const Backend& backend);
+std::optional<at::Tensor> widened(const std::optional<at::Tensor>& tensor, const Backend& backend);
 
 }  // namespace lstm_ext

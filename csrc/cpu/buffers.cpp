@@ -195,8 +195,8 @@ class CachingCpuAllocator final : public c10::Allocator {
     if (static_cast<int64_t>(bytes) < kMinLargeBufferBytes) {
       return c10::GetCPUAllocator()->allocate(bytes);
     }
-    void* data = block_cache().take((static_cast<int64_t>(bytes) + kHugePage - 1) / kHugePage *
-                                    kHugePage);
+    void* data =
+        block_cache().take((static_cast<int64_t>(bytes) + kHugePage - 1) / kHugePage * kHugePage);
     return {data, data, &give_back_block, c10::Device(c10::DeviceType::CPU)};
   }
 

@@ -21,12 +21,12 @@ at::Tensor empty_buffer(at::IntArrayRef sizes, const at::TensorOptions& options)
 constexpr int64_t kDefaultCachedBufferBytes = int64_t(128) << 20;
 
 struct BufferCacheStats {
-  int64_t cached_bytes = 0;   // kept for reuse, used by no tensor
+  int64_t cached_bytes = 0;  // kept for reuse, used by no tensor
   int64_t cached_blocks = 0;
-  int64_t in_use_bytes = 0;   // blocks that tensors use
-  int64_t limit_bytes = 0;    // the most cached_bytes may reach
-  int64_t hits = 0;           // buffers that took a kept block
-  int64_t misses = 0;         // buffers that took new memory
+  int64_t in_use_bytes = 0;  // blocks that tensors use
+  int64_t limit_bytes = 0;   // the most cached_bytes may reach
+  int64_t hits = 0;          // buffers that took a kept block
+  int64_t misses = 0;        // buffers that took new memory
 };
 
 BufferCacheStats buffer_cache_stats();

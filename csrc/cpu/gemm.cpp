@@ -55,8 +55,7 @@ struct Blocking {
 Blocking gemm_blocking(int64_t K) {
   const int64_t chunks = std::max<int64_t>(1, (K + kMaxBrgemmDepth - 1) / kMaxBrgemmDepth);
   const int64_t depth = std::max<int64_t>(1, (K + chunks - 1) / chunks);
-  return {depth, std::max(kLineFloats,
-                          brgemm_block_floats() / depth / kLineFloats * kLineFloats)};
+  return {depth, std::max(kLineFloats, brgemm_block_floats() / depth / kLineFloats * kLineFloats)};
 }
 
 void zero_rows(float* C, int64_t ldc, int64_t row_begin, int64_t row_end, int64_t col_begin,
@@ -84,8 +83,8 @@ void thread_gemm(const GemmParams& p, const CBlock& block) {
                     cols * sizeof(float));
       }
       for (int64_t row = block.row_begin; row < block.row_end; row += kGemmRowTile) {
-        at::native::cpublas::brgemm(std::min(kGemmRowTile, block.row_end - row), cols, depth,
-                                    p.lda, cols, p.ldc, /*add_C=*/k > 0, p.A + row * p.lda + k,
+        at::native::cpublas::brgemm(std::min(kGemmRowTile, block.row_end - row), cols, depth, p.lda,
+                                    cols, p.ldc, /*add_C=*/k > 0, p.A + row * p.lda + k,
                                     packed_b.data(), p.C + row * p.ldc + col, /*is_vnni=*/false);
       }
     }
@@ -139,8 +138,7 @@ void thread_transposed_gemm(const GemmParams& p, const CBlock& block) {
     }
     for (int64_t row = block.row_begin; row < block.row_end; row += kGemmRowTile) {
       const int64_t rows = std::min(kGemmRowTile, block.row_end - row);
-      microkernels().transpose(p.A + k * p.lda + row, p.lda, depth, rows, packed_a.data(),
-                               depth);
+      microkernels().transpose(p.A + k * p.lda + row, p.lda, depth, rows, packed_a.data(), depth);
       if (sums) {
         for (int64_t r = 0; r < rows; ++r) {
           const float* a_row = packed_a.data() + r * depth;
@@ -200,8 +198,8 @@ void parallel_gemm(const GemmParams& params) {
 #pragma omp parallel num_threads(static_cast<int>(threads))
   {
     const GemmParams p = params;  // a copy on this thread's stack (see forward_thread)
-    const CBlock block = thread_block(p.M, columns, split_rows, omp_get_num_threads(),
-                                      omp_get_thread_num());
+    const CBlock block =
+        thread_block(p.M, columns, split_rows, omp_get_num_threads(), omp_get_thread_num());
     if (p.transpose_a) {
       thread_transposed_gemm(p, block);
     } else {

@@ -56,8 +56,8 @@ const Microkernels* capped_at(const std::string& name) {
     if (wanted == level.name || (wanted == "default" && &level == &all.front())) return chosen;
     known += known.empty() ? level.name : std::string(", ") + level.name;
   }
-  TORCH_CHECK(wanted.empty(), "LSTM_EXT_CPU_ISA must be one of ", known, " (or unset), got '",
-              name, "'");
+  TORCH_CHECK(wanted.empty(), "LSTM_EXT_CPU_ISA must be one of ", known, " (or unset), got '", name,
+              "'");
   return chosen;
 }
 

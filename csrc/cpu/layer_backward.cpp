@@ -34,8 +34,8 @@ class BackwardThread {
       : p_(params), thread_(thread), backward_cell_(microkernels().backward_cell), team_(team) {}
 
   // The columns of W_hh (and of W_hr) that each item multiplies by, copied into column-blocked
-  // panels, each thread those of its home items; any thread may read them after the barrier that must
-  // follow.
+  // panels, each thread those of its home items; any thread may read them after the barrier that
+  // must follow.
   void pack_panels() {
     const int64_t H = p_.hidden_size;
     const int64_t R = p_.recurrent_size;
@@ -49,7 +49,6 @@ class BackwardThread {
       pack_columns(p_.w_hr, H, units.begin, column_panel(p_.w_hr_columns, R, units));
     });
   }
-
 
   void run_steps() {
     if (p_.num_steps == 0) return;
@@ -77,8 +76,7 @@ class BackwardThread {
       }
       // dL/dh_{t-1} reads every gate column of the step.
       team_.barrier.wait();
-      team_.state_work.run(thread_, round, reversed,
-                           [&](int64_t item) { state_item(k, item); });
+      team_.state_work.run(thread_, round, reversed, [&](int64_t item) { state_item(k, item); });
     }
   }
 
@@ -107,9 +105,8 @@ class BackwardThread {
     }
     const BackwardStepParams<float> cell = backward_step_params<float>(
         step, H, p_.gates, p_.cells, p_.c0,
-        has_projection ? p_.grad_hidden : p_.grad_output + step.row * R,
-        has_projection ? H : R, has_projection ? nullptr : p_.grad_hidden_state,
-        p_.grad_cell_state, p_.grad_gates);
+        has_projection ? p_.grad_hidden : p_.grad_output + step.row * R, has_projection ? H : R,
+        has_projection ? nullptr : p_.grad_hidden_state, p_.grad_cell_state, p_.grad_gates);
     backward_cell_(cell, 0, step.rows, units.begin, units.end);
   }
 

@@ -74,8 +74,8 @@ LSTM_EXT_INLINE FloatVector<Isa> load_vector(const c10::BFloat16* address) {
   using Types = VectorTypes<Isa::kVectorBytes>;
   typename Types::Uint16 bits;
   std::memcpy(&bits, address, sizeof(bits));
-  const typename Types::Int32 float_bits =
-      __builtin_convertvector(bits, typename Types::Int32) << 16;
+  const typename Types::Int32 float_bits = __builtin_convertvector(bits, typename Types::Int32)
+                                           << 16;
   FloatVector<Isa> values;
   std::memcpy(&values, &float_bits, sizeof(values));
   return values;
@@ -172,8 +172,7 @@ template <typename Isa, int64_t kRows, int64_t kBlocks>
 LSTM_EXT_INLINE void small_gemm_rows(const SmallGemmParams& g) {
   using Tile = SmallGemmTile<Isa, kRows, kBlocks>;
   for (int64_t block = 0; block < kBlocks; block += Tile::kGroup) {
-    small_gemm_columns<Isa, kRows, Tile::kGroup, Tile::kVectors>(g, block, g.col_begin,
-                                                                 g.col_end);
+    small_gemm_columns<Isa, kRows, Tile::kGroup, Tile::kVectors>(g, block, g.col_begin, g.col_end);
   }
 }
 
@@ -275,8 +274,7 @@ typedef int32_t Int8 __attribute__((vector_size(32)));
 // dst (8 x 8; row stride ld_dst) = src (8 x 8; row stride ld_src) transposed, in registers (two
 // per 8 floats where vectors are 16 bytes).
 template <typename Isa>
-LSTM_EXT_INLINE void transpose_8x8(const float* src, int64_t ld_src, float* dst,
-                                   int64_t ld_dst) {
+LSTM_EXT_INLINE void transpose_8x8(const float* src, int64_t ld_src, float* dst, int64_t ld_dst) {
   Float8 rows[8];
   for (int64_t i = 0; i < 8; ++i) rows[i] = *reinterpret_cast<const Float8*>(src + i * ld_src);
   // Interleave pairs of rows, then pairs of pairs, then the 128-bit halves.
@@ -288,10 +286,10 @@ LSTM_EXT_INLINE void transpose_8x8(const float* src, int64_t ld_src, float* dst,
   Float8 quads[8];
   for (int64_t i = 0; i < 8; i += 4) {
     for (int64_t half = 0; half < 2; ++half) {
-      quads[i + 2 * half] = __builtin_shuffle(pairs[i + half], pairs[i + half + 2],
-                                              Int8{0, 1, 8, 9, 4, 5, 12, 13});
-      quads[i + 2 * half + 1] = __builtin_shuffle(pairs[i + half], pairs[i + half + 2],
-                                                  Int8{2, 3, 10, 11, 6, 7, 14, 15});
+      quads[i + 2 * half] =
+          __builtin_shuffle(pairs[i + half], pairs[i + half + 2], Int8{0, 1, 8, 9, 4, 5, 12, 13});
+      quads[i + 2 * half + 1] =
+          __builtin_shuffle(pairs[i + half], pairs[i + half + 2], Int8{2, 3, 10, 11, 6, 7, 14, 15});
     }
   }
   // quads[j] holds columns j and j + 4 of rows 0-3 (quads[4 + j]: of rows 4-7), j < 4.
@@ -357,7 +355,7 @@ struct BackwardElement {
 // The element loop, in one copy where the params' pointer `nullable` is null and one where it
 // is not.
 template <typename Element, typename Params, typename Pointer>
-LSTM_EXT_INLINE void cell(const Params& params, Pointer Params::*nullable, int64_t row_begin,
+LSTM_EXT_INLINE void cell(const Params& params, Pointer Params::* nullable, int64_t row_begin,
                           int64_t row_end, int64_t col_begin, int64_t col_end) {
   const Params p = params;
   if (p.*nullable != nullptr) {
@@ -372,37 +370,42 @@ LSTM_EXT_INLINE void cell(const Params& params, Pointer Params::*nullable, int64
 
 // The definitions of one level's Microkernels, `kernels_function` returning them, in functions
 // compiled with `target_attribute` (empty for the baseline) around the templates above.
-#define LSTM_EXT_DEFINE_MICROKERNELS(Isa, name, target_attribute, kernels_function)             \
-  namespace {                                                                                  \
-  target_attribute void forward_cell_##Isa(const ForwardStepParams<float>& params,             \
-                                           int64_t row_begin, int64_t row_end,                 \
-                                           int64_t col_begin, int64_t col_end) {               \
-    cell<ForwardElement>(params, &ForwardStepParams<float>::bias, row_begin, row_end,         \
-                         col_begin, col_end);                         \
-  }                                                                                            \
-  target_attribute void backward_cell_##Isa(const BackwardStepParams<float>& params,           \
-                                            int64_t row_begin, int64_t row_end,                \
-                                            int64_t col_begin, int64_t col_end) {              \
-    cell<BackwardElement>(params, &BackwardStepParams<float>::grad_hidden_recurrent,         \
-                          row_begin, row_end, col_begin, col_end);                        \
-  }                                                                                            \
-  target_attribute void small_gemm_##Isa(const SmallGemmParams& params) {                      \
-    small_gemm<Isa>(params);                                                                   \
-  }                                                                                            \
-  target_attribute void dot_gemm_float_##Isa(const DotGemmParams<float>& params) {             \
-    dot_gemm<Isa>(params);                                                                     \
-  }                                                                                            \
-  target_attribute void dot_gemm_bfloat16_##Isa(const DotGemmParams<c10::BFloat16>& params) {  \
-    dot_gemm<Isa>(params);                                                                     \
-  }                                                                                            \
-  target_attribute void transpose_##Isa(const float* src, int64_t ld_src, int64_t rows,        \
-                                        int64_t cols, float* dst, int64_t ld_dst) {            \
-    transpose<Isa>(src, ld_src, rows, cols, dst, ld_dst);                                      \
-  }                                                                                            \
-  }                                                                                            \
-  const Microkernels* kernels_function() {                                                     \
-    static const Microkernels kernels = {                                                      \
-        name,         Isa::kVectorBytes / 4,  forward_cell_##Isa,      backward_cell_##Isa,    \
-        small_gemm_##Isa, dot_gemm_float_##Isa, dot_gemm_bfloat16_##Isa, transpose_##Isa};     \
-    return &kernels;                                                                           \
+#define LSTM_EXT_DEFINE_MICROKERNELS(Isa, name, target_attribute, kernels_function)                \
+  namespace {                                                                                      \
+  target_attribute void forward_cell_##Isa(const ForwardStepParams<float>& params,                 \
+                                           int64_t row_begin, int64_t row_end, int64_t col_begin,  \
+                                           int64_t col_end) {                                      \
+    cell<ForwardElement>(params, &ForwardStepParams<float>::bias, row_begin, row_end, col_begin,   \
+                         col_end);                                                                 \
+  }                                                                                                \
+  target_attribute void backward_cell_##Isa(const BackwardStepParams<float>& params,               \
+                                            int64_t row_begin, int64_t row_end, int64_t col_begin, \
+                                            int64_t col_end) {                                     \
+    cell<BackwardElement>(params, &BackwardStepParams<float>::grad_hidden_recurrent, row_begin,    \
+                          row_end, col_begin, col_end);                                            \
+  }                                                                                                \
+  target_attribute void small_gemm_##Isa(const SmallGemmParams& params) {                          \
+    small_gemm<Isa>(params);                                                                       \
+  }                                                                                                \
+  target_attribute void dot_gemm_float_##Isa(const DotGemmParams<float>& params) {                 \
+    dot_gemm<Isa>(params);                                                                         \
+  }                                                                                                \
+  target_attribute void dot_gemm_bfloat16_##Isa(const DotGemmParams<c10::BFloat16>& params) {      \
+    dot_gemm<Isa>(params);                                                                         \
+  }                                                                                                \
+  target_attribute void transpose_##Isa(const float* src, int64_t ld_src, int64_t rows,            \
+                                        int64_t cols, float* dst, int64_t ld_dst) {                \
+    transpose<Isa>(src, ld_src, rows, cols, dst, ld_dst);                                          \
+  }                                                                                                \
+  }                                                                                                \
+  const Microkernels* kernels_function() {                                                         \
+    static const Microkernels kernels = {name,                                                     \
+                                         Isa::kVectorBytes / 4,                                    \
+                                         forward_cell_##Isa,                                       \
+                                         backward_cell_##Isa,                                      \
+                                         small_gemm_##Isa,                                         \
+                                         dot_gemm_float_##Isa,                                     \
+                                         dot_gemm_bfloat16_##Isa,                                  \
+                                         transpose_##Isa};                                         \
+    return &kernels;                                                                               \
   }

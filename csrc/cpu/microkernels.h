@@ -60,10 +60,10 @@ struct Microkernels {
   int64_t vector_floats;  // floats per vector register
   // The forward and backward cells over rows [row_begin, row_end) x hidden columns
   // [col_begin, col_end) of a float32 step (lstm_math.h's element functions).
-  void (*forward_cell)(const ForwardStepParams<float>& params, int64_t row_begin,
-                       int64_t row_end, int64_t col_begin, int64_t col_end);
-  void (*backward_cell)(const BackwardStepParams<float>& params, int64_t row_begin,
-                        int64_t row_end, int64_t col_begin, int64_t col_end);
+  void (*forward_cell)(const ForwardStepParams<float>& params, int64_t row_begin, int64_t row_end,
+                       int64_t col_begin, int64_t col_end);
+  void (*backward_cell)(const BackwardStepParams<float>& params, int64_t row_begin, int64_t row_end,
+                        int64_t col_begin, int64_t col_end);
   void (*small_gemm)(const SmallGemmParams& params);
   void (*dot_gemm_float)(const DotGemmParams<float>& params);
   void (*dot_gemm_bfloat16)(const DotGemmParams<c10::BFloat16>& params);

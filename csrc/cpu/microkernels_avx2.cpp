@@ -12,10 +12,9 @@ struct Avx2 {
 };
 }  // namespace
 
-LSTM_EXT_DEFINE_MICROKERNELS(
-    Avx2, "avx2",
-    __attribute__((target("avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt,movbe"))),
-    avx2_microkernels)
+LSTM_EXT_DEFINE_MICROKERNELS(Avx2, "avx2",
+                             __attribute__((target("avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt,movbe"))),
+                             avx2_microkernels)
 #else
 const Microkernels* avx2_microkernels() { return nullptr; }
 #endif

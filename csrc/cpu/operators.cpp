@@ -53,8 +53,7 @@ void backward_step_cpu(const BackwardStepParams<scalar_t>& params) {
     if constexpr (std::is_same_v<scalar_t, float>) {
       cpu::microkernels().backward_cell(params, begin, end, 0, params.hidden_size);
     } else {
-      element_loop(params, begin, end,
-                   lstm_backward_element<scalar_t, at::opmath_type<scalar_t>>);
+      element_loop(params, begin, end, lstm_backward_element<scalar_t, at::opmath_type<scalar_t>>);
     }
   });
 }

@@ -11,8 +11,8 @@ namespace {
 
 // gates [+]= A W^T for `units` through the level's dot-product kernel, gate by gate.
 template <typename weight_t>
-void dot_products_into_gates(int64_t rows, const float* A, int64_t K, const weight_t* w,
-                             int64_t H, float* gates, IndexRange units, bool reversed,
+void dot_products_into_gates(int64_t rows, const float* A, int64_t K, const weight_t* w, int64_t H,
+                             float* gates, IndexRange units, bool reversed,
                              void (*dot_gemm)(const DotGemmParams<weight_t>&)) {
   if (rows == 0) return;
   for (int64_t step = 0; step < 4; ++step) {
@@ -77,16 +77,15 @@ void add_to_gates(int64_t rows, const float* A, int64_t lda, const BlockedPanel&
     }
     for (int64_t step = 0; step < 4; ++step) {
       const int64_t gate = reversed ? 3 - step : step;
-      gemm_block(rows, cols, w.K, lda, cols, 4 * H, add_C, A,
-                 w.block(col) + gate * gate_stride, gate_columns + gate * H + col);
+      gemm_block(rows, cols, w.K, lda, cols, 4 * H, add_C, A, w.block(col) + gate * gate_stride,
+                 gate_columns + gate * H + col);
     }
   }
 }
 
 void add_to_gates_as_stored(int64_t rows, const float* A, int64_t K, const float* w, int64_t H,
                             float* gates, IndexRange units, bool reversed) {
-  dot_products_into_gates(rows, A, K, w, H, gates, units, reversed,
-                          microkernels().dot_gemm_float);
+  dot_products_into_gates(rows, A, K, w, H, gates, units, reversed, microkernels().dot_gemm_float);
 }
 
 void add_to_gates_as_stored(int64_t rows, const float* A, int64_t K, const c10::BFloat16* w,
@@ -108,8 +107,8 @@ void multiply_columns(int64_t rows, const float* A, int64_t lda, const BlockedPa
   for (int64_t col = 0; col < w.n; col += w.block_columns) {
     const int64_t cols = w.block_size(col);
     if (rows <= kSmallRows) {
-      small_gemm({rows, /*blocks=*/1, 0, 0, 0, cols, w.K, A, lda, w.block(col), cols, C + col,
-                  ldc, /*add_C=*/false});
+      small_gemm({rows, /*blocks=*/1, 0, 0, 0, cols, w.K, A, lda, w.block(col), cols, C + col, ldc,
+                  /*add_C=*/false});
     } else {
       gemm_block(rows, cols, w.K, lda, cols, ldc, /*add_C=*/false, A, w.block(col), C + col);
     }

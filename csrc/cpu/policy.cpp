@@ -65,8 +65,7 @@ GemmFloat cpu_gemm_float(int64_t multiply_adds) {
 // chunks of twice the L2 per thread read them once per several steps instead of once per step.
 int64_t projection_chunk_rows(int64_t input_size, int64_t hidden_size, int64_t element_size) {
   const int64_t l2 = cache_sizes().l2;
-  const int64_t bytes_per_thread =
-      streams_input_weights(input_size, hidden_size) ? 2 * l2 : l2 / 4;
+  const int64_t bytes_per_thread = streams_input_weights(input_size, hidden_size) ? 2 * l2 : l2 / 4;
   return std::max<int64_t>(1, bytes_per_thread * threads_in_use() /
                                   (4 * std::max<int64_t>(hidden_size, 1) * element_size));
 }
@@ -75,11 +74,11 @@ int64_t projection_chunk_rows(int64_t input_size, int64_t hidden_size, int64_t e
 // Steps of at most kMaxRowsProjectedFirst rows, with a W_ih that takes longer to transpose into
 // the kernel's panels than ATen's GEMM (which reads it as stored) takes to run, have the driver
 // project their input first: a W_ih of half an L2 or more, or any where the layer has fewer than
-// kMinRowsToTranspose rows in all (a chunk of a stream). So do steps of at least kMinRowsProjectedFirstByMkl rows where MKL
-// is the GEMM of that size and the W_ih panels stream, and every training on Intel (the gates of
-// all rows are kept anyway, and MKL runs one GEMM over them at its full rate). Inference only
-// up to kMaxUnsavedGatesProjectedFirst bytes of gates: an inference over long sequences should
-// not need as much memory as a training step.
+// kMinRowsToTranspose rows in all (a chunk of a stream). So do steps of at least
+// kMinRowsProjectedFirstByMkl rows where MKL is the GEMM of that size and the W_ih panels stream,
+// and every training on Intel (the gates of all rows are kept anyway, and MKL runs one GEMM over
+// them at its full rate). Inference only up to kMaxUnsavedGatesProjectedFirst bytes of gates: an
+// inference over long sequences should not need as much memory as a training step.
 constexpr int64_t kMaxRowsProjectedFirst = 16;
 constexpr int64_t kMinRowsToTranspose = 64;
 constexpr int64_t kMinRowsProjectedFirstByMkl = 32;
@@ -123,8 +122,7 @@ bool reads_as_stored(int64_t max_rows, int64_t weight_bytes) {
 constexpr int64_t kMinSplitRows = 8;
 
 bool splits_batch(int64_t max_rows, int64_t threads, int64_t weight_bytes) {
-  return threads > 1 && max_rows / threads >= kMinSplitRows &&
-         weight_bytes <= cache_sizes().l2;
+  return threads > 1 && max_rows / threads >= kMinSplitRows && weight_bytes <= cache_sizes().l2;
 }
 
 int64_t recurrent_weight_bytes(int64_t H, int64_t R, const void* w_hr) {

@@ -80,9 +80,8 @@ inline ColumnItems column_items(int64_t total, int64_t threads) {
     const int64_t per_part = (columns + parts - 1) / parts;
     return (per_part + kVectorColumns - 1) / kVectorColumns * kVectorColumns;
   };
-  const int64_t width =
-      std::max(vectors_for(total, threads * kItemsPerThread),
-               std::min(kMinItemColumns, vectors_for(total, threads)));
+  const int64_t width = std::max(vectors_for(total, threads * kItemsPerThread),
+                                 std::min(kMinItemColumns, vectors_for(total, threads)));
   return {total, std::max(width, kVectorColumns)};
 }
 

@@ -13,8 +13,8 @@
 #include <cstdint>
 #include <limits>
 
-#include "cuda/lstm_step_kernels.h"
 #include "core/lstm_math.h"
+#include "cuda/lstm_step_kernels.h"
 
 namespace lstm_ext {
 namespace cuda {

@@ -222,10 +222,9 @@ __device__ void projection_phase(const PersistentForwardParams& layer, const Per
       const int64_t column_group = item % column_groups;
       const int64_t group = item / column_groups;
       float sums[kTile][kTile];
-      warp_dot_tile(cta.w_hr + column_group * kTile * H,
-                    smaller(kTile, cta.columns - column_group * kTile),
-                    cta.staged + group * kTile * H,
-                    smaller(kTile, tile_rows - group * kTile), H, sums);
+      warp_dot_tile(
+          cta.w_hr + column_group * kTile * H, smaller(kTile, cta.columns - column_group * kTile),
+          cta.staged + group * kTile * H, smaller(kTile, tile_rows - group * kTile), H, sums);
       const int64_t column = column_group * kTile + lane / kTile;
       const int64_t row = first + group * kTile + lane % kTile;
       if (lane < kTile * kTile && column < cta.columns && row < first + tile_rows) {
@@ -314,15 +313,13 @@ DeviceBudget persistent_forward_budget() {
   return *budgets[device];
 }
 
-void launch_persistent_forward(const PersistentForwardParams& layer,
-                               const PersistentSteps& steps) {
+void launch_persistent_forward(const PersistentForwardParams& layer, const PersistentSteps& steps) {
   void* args[] = {const_cast<PersistentForwardParams*>(&layer),
                   const_cast<PersistentSteps*>(&steps)};
   C10_CUDA_CHECK(cudaLaunchCooperativeKernel(
       reinterpret_cast<const void*>(&persistent_forward_kernel),
-      dim3(static_cast<unsigned>(layer.plan.ctas)),
-      dim3(static_cast<unsigned>(layer.plan.threads)), args,
-      static_cast<size_t>(layer.plan.shared_bytes), c10::cuda::getCurrentCUDAStream()));
+      dim3(static_cast<unsigned>(layer.plan.ctas)), dim3(static_cast<unsigned>(layer.plan.threads)),
+      args, static_cast<size_t>(layer.plan.shared_bytes), c10::cuda::getCurrentCUDAStream()));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

@@ -39,17 +39,17 @@ struct PersistentSteps {
 // One layer's buffers (laid out as the steps say) and sizes; H hidden units, R = P with w_hr,
 // else H. The gates hold the input projection x W_ih^T of every row, without the bias.
 struct PersistentForwardParams {
-  float* gates;        // (gate rows, 4H): pre-activations in, activations out
-  float* cells;        // (cell rows, H)
-  float* hidden;       // (hidden rows, H): pre-projection h_t; the output itself without w_hr
-  float* output;       // (N, R)
-  float* h_n;          // (B, R)
-  float* c_n;          // (B, H)
-  const float* h0;     // (B, R)
-  const float* c0;     // (B, H)
-  const float* bias;   // (4H) b_ih + b_hh, or nullptr
-  const float* w_hh;   // (4H, R) contiguous
-  const float* w_hr;   // (P, H) contiguous, or nullptr
+  float* gates;       // (gate rows, 4H): pre-activations in, activations out
+  float* cells;       // (cell rows, H)
+  float* hidden;      // (hidden rows, H): pre-projection h_t; the output itself without w_hr
+  float* output;      // (N, R)
+  float* h_n;         // (B, R)
+  float* c_n;         // (B, H)
+  const float* h0;    // (B, R)
+  const float* c0;    // (B, H)
+  const float* bias;  // (4H) b_ih + b_hh, or nullptr
+  const float* w_hh;  // (4H, R) contiguous
+  const float* w_hr;  // (P, H) contiguous, or nullptr
   int64_t hidden_size;
   int64_t recurrent_size;
   PersistentPlan plan;  // for this layer on the current device; it fits
@@ -60,8 +60,7 @@ struct PersistentForwardParams {
 DeviceBudget persistent_forward_budget();
 
 // Enqueues `steps` of the layer, one cooperative launch on the current stream.
-void launch_persistent_forward(const PersistentForwardParams& layer,
-                               const PersistentSteps& steps);
+void launch_persistent_forward(const PersistentForwardParams& layer, const PersistentSteps& steps);
 
 }  // namespace cuda
 }  // namespace lstm_ext

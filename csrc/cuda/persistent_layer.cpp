@@ -37,9 +37,9 @@ PersistentPlan plan_on_current_device(int64_t hidden_size, int64_t recurrent_siz
 
 PersistentStep narrowed(const StepLayout& step) {
   const auto narrow = [](int64_t value) { return static_cast<int32_t>(value); };
-  return {narrow(step.rows),      narrow(step.carried_rows), narrow(step.finished_from),
-          narrow(step.row),       narrow(step.prev_row),     narrow(step.gate_row),
-          narrow(step.cell_row),  narrow(step.prev_cell_row), narrow(step.hidden_row)};
+  return {narrow(step.rows),     narrow(step.carried_rows),  narrow(step.finished_from),
+          narrow(step.row),      narrow(step.prev_row),      narrow(step.gate_row),
+          narrow(step.cell_row), narrow(step.prev_cell_row), narrow(step.hidden_row)};
 }
 
 PersistentForwardParams kernel_params(const LayerForwardParams<float>& params) {
@@ -67,9 +67,12 @@ int64_t persistent_launches() { return launch_count.load(std::memory_order_relax
 // The current device's budget in cuda_persistent_plan's argument order (after the layer's).
 std::vector<int64_t> persistent_budget() {
   const DeviceBudget budget = persistent_forward_budget();
-  return {budget.multiprocessors,         budget.shared_bytes_per_multiprocessor,
-          budget.shared_bytes_per_block,  budget.reserved_shared_bytes_per_block,
-          budget.registers_per_multiprocessor, budget.registers_per_thread};
+  return {budget.multiprocessors,
+          budget.shared_bytes_per_multiprocessor,
+          budget.shared_bytes_per_block,
+          budget.reserved_shared_bytes_per_block,
+          budget.registers_per_multiprocessor,
+          budget.registers_per_thread};
 }
 
 }  // namespace

@@ -38,12 +38,12 @@ constexpr int64_t kLargestPlannedSize = int64_t(1) << 24;
 
 // What a device offers one persistent kernel (cudaDeviceGetAttribute's figures).
 struct DeviceBudget {
-  int64_t multiprocessors;                   // cudaDevAttrMultiProcessorCount
-  int64_t shared_bytes_per_multiprocessor;   // cudaDevAttrMaxSharedMemoryPerMultiprocessor
-  int64_t shared_bytes_per_block;            // opt-in maximum less the kernel's static bytes
-  int64_t reserved_shared_bytes_per_block;   // cudaDevAttrReservedSharedMemoryPerBlock
-  int64_t registers_per_multiprocessor;      // cudaDevAttrMaxRegistersPerMultiprocessor
-  int64_t registers_per_thread;              // the compiled kernel's (cudaFuncAttributes)
+  int64_t multiprocessors;                  // cudaDevAttrMultiProcessorCount
+  int64_t shared_bytes_per_multiprocessor;  // cudaDevAttrMaxSharedMemoryPerMultiprocessor
+  int64_t shared_bytes_per_block;           // opt-in maximum less the kernel's static bytes
+  int64_t reserved_shared_bytes_per_block;  // cudaDevAttrReservedSharedMemoryPerBlock
+  int64_t registers_per_multiprocessor;     // cudaDevAttrMaxRegistersPerMultiprocessor
+  int64_t registers_per_thread;             // the compiled kernel's (cudaFuncAttributes)
 };
 
 struct LayerShape {
@@ -56,10 +56,10 @@ struct LayerShape {
 // Why a layer does not fit (kFits when it does); the values are part of the operator's answer.
 enum class PlanVerdict : int64_t {
   kFits = 0,
-  kSharedMemory = 1,      // the CTAs' weight slices and staging rows exceed shared memory
-  kRegisters = 2,         // a CTA's threads need more registers than a multiprocessor has
-  kNoMultiprocessors = 3, // the device runs no cooperative launch (or reports no SMs)
-  kEmptyLayer = 4,        // H or R below 1: nothing to plan
+  kSharedMemory = 1,       // the CTAs' weight slices and staging rows exceed shared memory
+  kRegisters = 2,          // a CTA's threads need more registers than a multiprocessor has
+  kNoMultiprocessors = 3,  // the device runs no cooperative launch (or reports no SMs)
+  kEmptyLayer = 4,         // H or R below 1: nothing to plan
 };
 
 struct PersistentPlan {

@@ -47,8 +47,11 @@ def check(directory: Path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("directory", type=Path)
-    parser.add_argument("--check", action="store_true",
-                        help="compare output.pt (the C++ program's) with expected.pt")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="compare output.pt (the C++ program's) with expected.pt",
+    )
     args = parser.parse_args(argv)
     if args.check:
         check(args.directory)

@@ -106,8 +106,8 @@ struct BackwardBuffers {
     p.prev_cell = prev_cell.data();
     p.initial_cell = initial_cell.data();
     p.grad_hidden = grad_hidden.data();
-    p.grad_hidden_recurrent = grad_hidden_recurrent.empty() ? nullptr
-                                                            : grad_hidden_recurrent.data();
+    p.grad_hidden_recurrent =
+        grad_hidden_recurrent.empty() ? nullptr : grad_hidden_recurrent.data();
     p.grad_cell = grad_cell.data();
     p.grad_gates = grad_gates.data();
     p.rows = s.rows;
@@ -180,8 +180,8 @@ int check_activation_accuracy() {
   for (float x = -20.0f; x < 20.0f; x += 1e-4f) {
     const double xd = static_cast<double>(x);
     tanh_error = std::max(tanh_error, std::fabs(lstm_ext::tanh_activation(x) - std::tanh(xd)));
-    sigmoid_error = std::max(sigmoid_error,
-                             std::fabs(lstm_ext::sigmoid(x) - 1.0 / (1.0 + std::exp(-xd))));
+    sigmoid_error =
+        std::max(sigmoid_error, std::fabs(lstm_ext::sigmoid(x) - 1.0 / (1.0 + std::exp(-xd))));
   }
   std::printf("max error: exp %.3g (relative), tanh %.3g, sigmoid %.3g\n", exp_error, tanh_error,
               sigmoid_error);
@@ -199,8 +199,7 @@ int check_special_values() {
   const float inf = std::numeric_limits<float>::infinity();
   const bool nan_kept = std::isnan(lstm_ext::exp_primitive(nan)) &&
                         std::isnan(lstm_ext::tanh_activation(nan)) &&
-                        std::isnan(lstm_ext::sigmoid(nan)) &&
-                        std::isnan(lstm_ext::sigmoid(-nan));
+                        std::isnan(lstm_ext::sigmoid(nan)) && std::isnan(lstm_ext::sigmoid(-nan));
   bool saturation_exact = std::isinf(lstm_ext::exp_primitive(inf)) &&
                           lstm_ext::exp_primitive(-inf) >= 0.0f &&
                           lstm_ext::exp_primitive(-inf) < 1e-37f;

@@ -106,8 +106,8 @@ void check_dot_gemm(const Microkernels& k) {
           const std::vector<weight_t> W(W_floats.begin(), W_floats.end());
           std::vector<float> C = random_floats(rows * ldc);
           const std::vector<float> C0 = C;
-          const DotGemmParams<weight_t> params{rows, n, K, A.data(), lda, W.data(), ldw,
-                                               C.data(), ldc, add_C};
+          const DotGemmParams<weight_t> params{rows,     n,   K,        A.data(), lda,
+                                               W.data(), ldw, C.data(), ldc,      add_C};
           if constexpr (sizeof(weight_t) == 2) {
             k.dot_gemm_bfloat16(params);
           } else {
@@ -173,9 +173,16 @@ void check_cells(const Microkernels& k) {
         std::vector<float> cell = random_floats(rows * H);
         std::vector<float> hidden = random_floats(rows * hidden_stride);
         const std::vector<float> cell0 = cell, hidden0 = hidden;
-        ForwardStepParams<float> forward{gates.data(), prev_cell.data(), initial_cell.data(),
-                                         cell.data(), hidden.data(), rows, H, hidden_stride,
-                                         carried_rows, with_bias ? bias.data() : nullptr};
+        ForwardStepParams<float> forward{gates.data(),
+                                         prev_cell.data(),
+                                         initial_cell.data(),
+                                         cell.data(),
+                                         hidden.data(),
+                                         rows,
+                                         H,
+                                         hidden_stride,
+                                         carried_rows,
+                                         with_bias ? bias.data() : nullptr};
         k.forward_cell(forward, 0, rows, col_begin, col_end);
         bool ok = true;
         for (int64_t r = 0; r < rows; ++r) {
@@ -213,10 +220,18 @@ void check_cells(const Microkernels& k) {
           std::vector<float> grad_cell = random_floats(rows * H);
           std::vector<float> grad_gates = random_floats(rows * 4 * H);
           const std::vector<float> grad_cell0 = grad_cell, grad_gates0 = grad_gates;
-          BackwardStepParams<float> backward{
-              gates.data(), cell.data(), prev_cell.data(), initial_cell.data(),
-              grad_hidden.data(), with_recurrent ? grad_recurrent.data() : nullptr,
-              grad_cell.data(), grad_gates.data(), rows, H, grad_hidden_stride, carried_rows};
+          BackwardStepParams<float> backward{gates.data(),
+                                             cell.data(),
+                                             prev_cell.data(),
+                                             initial_cell.data(),
+                                             grad_hidden.data(),
+                                             with_recurrent ? grad_recurrent.data() : nullptr,
+                                             grad_cell.data(),
+                                             grad_gates.data(),
+                                             rows,
+                                             H,
+                                             grad_hidden_stride,
+                                             carried_rows};
           k.backward_cell(backward, 0, rows, col_begin, col_end);
           bool backward_ok = true;
           for (int64_t r = 0; r < rows; ++r) {
@@ -240,8 +255,8 @@ void check_cells(const Microkernels& k) {
               const double want[4] = {dc * g * i * (1 - i), dc * c_prev * f * (1 - f),
                                       dc * i * (1 - g * g), dh * tanh_c * o * (1 - o)};
               for (int64_t gate = 0; gate < 4; ++gate) {
-                backward_ok = backward_ok &&
-                              close(grad_gates[r * 4 * H + gate * H + c], want[gate], 8.0);
+                backward_ok =
+                    backward_ok && close(grad_gates[r * 4 * H + gate * H + c], want[gate], 8.0);
               }
               backward_ok = backward_ok && close(grad_cell[r * H + c], dc * f, 4.0);
             }
@@ -270,8 +285,8 @@ int main() {
   check(!isas.empty() && cpu::select_isa("default") == isas.front(),
         "\"default\" selects the baseline");
   const cpu::CacheSizes& caches = cpu::cache_sizes();
-  check(caches.l1d > 0 && caches.l2 >= caches.l1d, "cache sizes L1 " + std::to_string(caches.l1d) +
-                                                     ", L2 " + std::to_string(caches.l2));
+  check(caches.l1d > 0 && caches.l2 >= caches.l1d,
+        "cache sizes L1 " + std::to_string(caches.l1d) + ", L2 " + std::to_string(caches.l2));
   for (const std::string& isa : isas) {
     check(cpu::select_isa(isa) == isa, "select_isa(" + isa + ")");
     const Microkernels& kernels = cpu::microkernels();
