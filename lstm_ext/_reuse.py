@@ -1,8 +1,8 @@
 """Small constant tensors that eager calls take over from the call before instead of making anew:
 the zero initial states of hx=None and the batch sizes [B] * T of a padded batch.
 
-Each tensor operation saved costs 10-30 us on the CPU right after a layer has run (its weights have
-pushed the interpreter's working set out of the caches): a tenth of a small layer's forward. Only
+Each tensor operation saved counts on the CPU right after a layer has run (its weights have pushed
+the interpreter's working set out of the caches): a small layer's forward notices it. Only
 tensors that the operators read and no caller ever sees qualify.
 """
 

@@ -52,7 +52,7 @@ def lstm_layer(
         output, h_n, c_n, *_ = layer_function().apply(*args)
     else:
         # Nothing to differentiate: below the autograd key directly, past the registration's
-        # Python autograd kernel, which would only redispatch (about 10 us a call).
+        # Python autograd kernel, which would only redispatch.
         with torch._C._AutoDispatchBelowAutograd():
             output, h_n, c_n, *_ = torch.ops.lstm_ext.lstm_layer_forward(*args)
     return output, h_n, c_n

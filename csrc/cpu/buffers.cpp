@@ -25,8 +25,8 @@ constexpr int64_t kMinLargeBufferBytes = 2 * kHugePage;
 
 // New memory for a block of `bytes` (a multiple of kHugePage), huge-page aligned, or nullptr.
 // On Linux mapped from the kernel itself and advised to be huge pages, as torch does for every
-// allocation under THP_MEM_ALLOC_ENABLE=1: faulting in 4 KB pages cost about 17 ms per 52 MB (a
-// tenth of a T=100, B=64, H=512 training forward, whose saved gates are that size). Only a hint:
+// allocation under THP_MEM_ALLOC_ENABLE=1: faulting in 4 KB pages costs a sizeable share of a
+// training forward whose saved gates are tens of MB. Only a hint:
 // where the kernel has no huge pages to give, nothing changes. Unmapping returns the memory to
 // the system at once, which glibc's free does not promise for blocks under its mmap threshold.
 void* map_block(int64_t bytes) {
@@ -65,10 +65,8 @@ struct Block {
 
 // Memory blocks (multiples of kHugePage, huge-page aligned) of large buffers, kept when their
 // tensor is freed for the next buffer of about that size, up to a limit: beyond it the blocks
-// kept longest go back to the system. Without the cache each call's outputs and saved gates had
-// their pages faulted in and zeroed by the kernel again: alternated on a 2-core Xeon, trainings
-// at B=256 T=50 H=256 took 0.86x the time with the saved activations kept from call to call,
-// B=64 T=100 I=512 H=1024 P=256 0.91x.
+// kept longest go back to the system. Without the cache each call's outputs and saved gates have
+// their pages faulted in and zeroed by the kernel again (docs/memory.md has the cost).
 class BlockCache {
  public:
   // A block of `bytes` or at most a quarter more: a kept one if the cache has one, else a new
