@@ -45,6 +45,11 @@ CAP_VARIABLES = tuple(CAPS["avx2"])
 INDUCTOR_CACHE_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"
 
 
+def _program() -> str:
+    """The running script's name, for messages (bench_lstm, bench_models)."""
+    return Path(sys.argv[0]).stem or "benchmark"
+
+
 def inductor_cache_dir(isa: str) -> Path:
     try:
         user = getpass.getuser()
@@ -73,7 +78,7 @@ def check_processor_has(isa: str) -> None:
     supported = lstm_ext.supported_cpu_isas()
     if isa != NATIVE and isa not in supported:
         raise SystemExit(
-            f"bench_lstm: --isa {isa}: this processor lacks {isa.upper()} "
+            f"{_program()}: --isa {isa}: this processor lacks {isa.upper()} "
             f"(it runs: {', '.join(supported)})"
         )
 
@@ -92,7 +97,7 @@ def check_running_at(isa: str) -> None:
     wrong = {name: level for name, level in running.items() if level != isa}
     if wrong:
         raise SystemExit(
-            f"bench_lstm: --isa {isa}, but "
+            f"{_program()}: --isa {isa}, but "
             + ", ".join(f"{name} runs at {level}" for name, level in wrong.items())
         )
 
@@ -106,7 +111,7 @@ def rerun_capped(isa: str, script: Path, argv: list[str]) -> int:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))
     caps = " ".join(f"{name}={env[name]}" for name in CAP_VARIABLES if name in env)
     print(
-        f"bench_lstm: running in a fresh process at --isa {isa} ({caps or 'no caps'})",
+        f"{_program()}: running in a fresh process at --isa {isa} ({caps or 'no caps'})",
         file=sys.stderr,
         flush=True,
     )
