@@ -55,10 +55,11 @@ def gradients(module, output, state, leaves):
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3, 4, 5, 17])
-# Steps of 1-2 rows read W_hh and W_hr as stored, through dot products over their rows (of
-# 19-400 floats), and so do steps of 3-4 rows where W_hh outgrows a core's L2 (H=400: 2.6 MB);
-# steps of up to 16 rows whose weights outgrow half an L2 per thread (H=400) walk their items in
-# reverse on every other step.
+# Steps of 1-4 rows read W_hh and W_hr as stored, through dot products over their rows (of
+# 19-400 floats), where the 9 steps are fewer than the vectors per dot product (rows of 400 at
+# every level, of 130 below AVX-512) or W_hh outgrows a core's L2 (H=400: 2.6 MB), and transpose
+# them into panels elsewhere (H=37, 48); steps of up to 16 rows whose weights outgrow half an L2
+# per thread (H=400) walk their items in reverse on every other step.
 @pytest.mark.parametrize(
     "hidden_size,proj_size", [(37, 0), (130, 0), (130, 19), (48, 33), (400, 0), (300, 220)]
 )
@@ -73,10 +74,11 @@ def test_inference_matches_nn_lstm(threads, batch, hidden_size, proj_size):
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3, 4, 5, 17])
-# Steps of 1-2 rows read W_hh and W_hr as stored, through dot products over their rows (of
-# 19-400 floats), and so do steps of 3-4 rows where W_hh outgrows a core's L2 (H=400: 2.6 MB);
-# steps of up to 16 rows whose weights outgrow half an L2 per thread (H=400) walk their items in
-# reverse on every other step.
+# Steps of 1-4 rows read W_hh and W_hr as stored, through dot products over their rows (of
+# 19-400 floats), where the 9 steps are fewer than the vectors per dot product (rows of 400 at
+# every level, of 130 below AVX-512) or W_hh outgrows a core's L2 (H=400: 2.6 MB), and transpose
+# them into panels elsewhere (H=37, 48); steps of up to 16 rows whose weights outgrow half an L2
+# per thread (H=400) walk their items in reverse on every other step.
 @pytest.mark.parametrize(
     "hidden_size,proj_size", [(37, 0), (130, 0), (130, 19), (48, 33), (400, 0), (300, 220)]
 )

@@ -208,8 +208,10 @@ void layer_forward_float(const LayerForwardParams<float>& p) {
   const int64_t H = p.hidden_size;
   const int64_t R = p.recurrent_size;
   const int64_t max_rows = max_step_rows(p.steps, p.num_steps);
-  const AsStored as_stored = {reads_as_stored(max_rows, 4 * H * R * int64_t(sizeof(float))),
-                              reads_as_stored(max_rows, R * H * int64_t(sizeof(float)))};
+  const int64_t steps = p.num_steps;
+  const AsStored as_stored = {
+      reads_as_stored(max_rows, steps, R, 4 * H * R * int64_t(sizeof(float))),
+      reads_as_stored(max_rows, steps, H, R * H * int64_t(sizeof(float)))};
   const int64_t weight_bytes = recurrent_weight_bytes(H, R, p.w_hr);
   Team team;
 #pragma omp parallel num_threads(static_cast<int>(layer_threads(max_rows, H, R)))

@@ -9,6 +9,7 @@
 
 #include "cpu/cache_sizes.h"
 #include "cpu/gemm.h"
+#include "cpu/isa.h"
 #include "cpu/layer_kernels.h"
 #include "cpu/microkernels.h"
 #include "cpu/work_sharing.h"
@@ -109,12 +110,18 @@ int64_t layer_threads(int64_t max_rows, int64_t H, int64_t R) {
   return step_work < kParallelStepGrain ? 1 : std::min(threads_in_use(), useful_threads);
 }
 
-// Steps of at most this many rows read W_hh as stored whatever its size.
+// Steps of at most this many rows read a recurrent weight as stored where its dot products are
+// long: their one sum across a vector's lanes each is then a small part of their work.
 constexpr int64_t kMaxRowsAlwaysAsStored = 2;
 
-bool reads_as_stored(int64_t max_rows, int64_t weight_bytes) {
-  return max_rows <= kMaxRowsAlwaysAsStored ||
-         (max_rows <= kSmallRows && weight_bytes > cache_sizes().l2);
+bool reads_as_stored(int64_t max_rows, int64_t num_steps, int64_t dot_length,
+                     int64_t weight_bytes) {
+  if (max_rows > kSmallRows) return false;
+  const int64_t lanes = microkernels().vector_floats;
+  // The transpose, once per call, costs about as much as a step's lane sums times the vectors
+  // per dot product; beyond L2 both ways stream the weight once per step.
+  if (num_steps < dot_length / lanes || weight_bytes > cache_sizes().l2) return true;
+  return max_rows <= kMaxRowsAlwaysAsStored && dot_length >= 2 * lanes * lanes;
 }
 
 // Rows per thread at least for the batch split: with fewer, a thread's steps are too small for

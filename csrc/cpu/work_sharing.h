@@ -63,26 +63,28 @@ constexpr int64_t kItemsPerThread = 4;
 // Columns of a work item at least: narrower GEMM calls cost more than they balance.
 constexpr int64_t kMinItemColumns = 64;
 
-// [0, total) columns as work items of `width` columns (the last one may be narrower).
+// [0, total) columns as `count` work items of whole vectors, as even as whole vectors allow
+// (the last one may end in part of a vector).
 struct ColumnItems {
   int64_t total;
-  int64_t width;
-  int64_t count() const { return (total + width - 1) / width; }
+  int64_t count;
   IndexRange operator[](int64_t item) const {
-    return {item * width, std::min(total, (item + 1) * width)};
+    const int64_t vectors = (total + kVectorColumns - 1) / kVectorColumns;
+    const auto begin = [&](int64_t i) {
+      return std::min(total, vectors * i / count * kVectorColumns);
+    };
+    return {begin(item), begin(item + 1)};
   }
 };
 
-// Whole vectors per item, about kItemsPerThread items per thread, each of kMinItemColumns at
-// least unless that left a thread without one.
+// The same number of items for every thread, so that each thread's home range (StepItems) holds
+// an even share of the columns: up to kItemsPerThread each, of kMinItemColumns at least unless
+// that left a thread without one.
 inline ColumnItems column_items(int64_t total, int64_t threads) {
-  const auto vectors_for = [](int64_t columns, int64_t parts) {
-    const int64_t per_part = (columns + parts - 1) / parts;
-    return (per_part + kVectorColumns - 1) / kVectorColumns * kVectorColumns;
-  };
-  const int64_t width = std::max(vectors_for(total, threads * kItemsPerThread),
-                                 std::min(kMinItemColumns, vectors_for(total, threads)));
-  return {total, std::max(width, kVectorColumns)};
+  const int64_t vectors = (total + kVectorColumns - 1) / kVectorColumns;
+  const int64_t per_thread = std::clamp<int64_t>(
+      vectors / (threads * (kMinItemColumns / kVectorColumns)), 1, kItemsPerThread);
+  return {total, std::max<int64_t>(1, std::min(vectors, threads * per_thread))};
 }
 
 // The work items of one phase of the steps, claimed by a team's threads. Each thread has a home
@@ -188,8 +190,8 @@ struct Team {
     unit_items = column_items(H, threads);
     state_items = column_items(R, threads);
     bands = row_bands;
-    unit_work.set_up(threads, unit_items.count() * bands.count);
-    state_work.set_up(threads, state_items.count());
+    unit_work.set_up(threads, unit_items.count * bands.count);
+    state_work.set_up(threads, state_items.count);
   }
 
   // A team of one thread that runs all of `shared`'s work items (of the same columns, whose
@@ -199,8 +201,8 @@ struct Team {
     unit_items = shared.unit_items;
     state_items = shared.state_items;
     bands = RowBands();
-    unit_work.set_up(1, unit_items.count());
-    state_work.set_up(1, state_items.count());
+    unit_work.set_up(1, unit_items.count);
+    state_work.set_up(1, state_items.count);
   }
 };
 
