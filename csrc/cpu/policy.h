@@ -22,8 +22,7 @@ int64_t layer_threads(int64_t max_rows, int64_t H, int64_t R);
 // to repay that transpose (once per call), the weight outgrows a core's L2, or one or two rows
 // read it through dot products long for the vector width. (The thread count plays no part, so
 // that the arithmetic, and the results, are the same for any number of threads.)
-bool reads_as_stored(int64_t max_rows, int64_t num_steps, int64_t dot_length,
-                     int64_t weight_bytes);
+bool reads_as_stored(int64_t max_rows, int64_t num_steps, int64_t dot_length, int64_t weight_bytes);
 
 // Bytes of the weights a step reads: W_hh (4H, R), and W_hr (R, H) with a projection.
 int64_t recurrent_weight_bytes(int64_t H, int64_t R, const void* w_hr);
