@@ -82,7 +82,7 @@ int64_t projection_chunk_rows(int64_t input_size, int64_t hidden_size, int64_t e
 // inference over long sequences should not need as much memory as a training step.
 constexpr int64_t kMaxRowsProjectedFirst = 16;
 constexpr int64_t kMinRowsToTranspose = 64;
-constexpr int64_t kMinRowsProjectedFirstByMkl = 32;
+constexpr int64_t kMinRowsProjectedFirstByMkl = 5;
 constexpr int64_t kMaxUnsavedGatesProjectedFirst = int64_t(128) << 20;
 
 bool projects_input_first(int64_t rows, int64_t max_step_rows, int64_t input_size,
@@ -136,9 +136,9 @@ int64_t recurrent_weight_bytes(int64_t H, int64_t R, const void* w_hr) {
   return (4 * H * R + (w_hr != nullptr ? R * H : 0)) * kFloatBytes;
 }
 
-// Steps of at most this many rows read each weight too few times to hide its load from beyond
-// L2: their time goes into streaming the weights.
-constexpr int64_t kMaxStreamingRows = 16;
+// Steps of at most one band of rows (see RowBands) read each weight too few times to hide its
+// load from beyond L2: much of their time goes into streaming the weights.
+constexpr int64_t kMaxStreamingRows = kMinBandRows;
 
 bool reverses_traversal(int64_t max_rows, int64_t weight_bytes, int64_t threads) {
   return max_rows <= kMaxStreamingRows && weight_bytes / threads > cache_sizes().l2 / 2;
