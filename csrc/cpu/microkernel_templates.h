@@ -151,9 +151,17 @@ LSTM_EXT_INLINE void small_gemm_column(const SmallGemmParams& g, int64_t block, 
   }
 }
 
+// The level's registers used as vectors of half the width, for the last columns of a tile.
+template <typename Isa>
+struct HalfWidth {
+  static constexpr int64_t kVectorBytes = Isa::kVectorBytes / 2;
+  static constexpr int64_t kRegisters = Isa::kRegisters;
+};
+
 // Columns [col, col_end) of kGroup blocks from `block` in tiles of kVectors vectors, then of
 // half as many (narrower tiles keep fewer sums in flight but still beat a loop per vector),
-// then one column at a time.
+// then in vectors of half the width down to 16 bytes, then one column at a time (a column at a
+// time, by scalar multiply-adds over strided rows of B, costs about a vector's worth).
 template <typename Isa, int64_t kRows, int64_t kGroup, int64_t kVectors>
 LSTM_EXT_INLINE void small_gemm_columns(const SmallGemmParams& g, int64_t block, int64_t col,
                                         int64_t col_end) {
@@ -163,6 +171,8 @@ LSTM_EXT_INLINE void small_gemm_columns(const SmallGemmParams& g, int64_t block,
   }
   if constexpr (kVectors > 1) {
     small_gemm_columns<Isa, kRows, kGroup, kVectors / 2>(g, block, col, col_end);
+  } else if constexpr (Isa::kVectorBytes > 16) {
+    small_gemm_columns<HalfWidth<Isa>, kRows, kGroup, 1>(g, block, col, col_end);
   } else {
     for (; col < col_end; ++col) small_gemm_column<kRows, kGroup>(g, block, col);
   }
@@ -230,11 +240,11 @@ LSTM_EXT_INLINE void dot_tile(const DotGemmParams<weight_t>& g, int64_t output) 
     }
   }
   if (vector_end < g.K) {
+    FloatVector<Isa> a[kRows];
+    for (int64_t r = 0; r < kRows; ++r) a[r] = tail_vector<Isa>(g.A + r * g.lda, vector_end, g.K);
     for (int64_t o = 0; o < kOutputs; ++o) {
       const FloatVector<Isa> w = tail_vector<Isa>(g.W + (output + o) * g.ldw, vector_end, g.K);
-      for (int64_t r = 0; r < kRows; ++r) {
-        sums[r][o] += tail_vector<Isa>(g.A + r * g.lda, vector_end, g.K) * w;
-      }
+      for (int64_t r = 0; r < kRows; ++r) sums[r][o] += a[r] * w;
     }
   }
   for (int64_t r = 0; r < kRows; ++r) {
