@@ -10,14 +10,24 @@ import lstm_ext.ops  # noqa: F401  (loads the operators)
 CACHE_LIMIT_VARIABLE = "LSTM_EXT_CPU_CACHE_MB"
 
 # In the order the operator returns them.
-STAT_NAMES = ("cached_bytes", "cached_blocks", "in_use_bytes", "limit_bytes", "hits", "misses")
+STAT_NAMES = (
+    "cached_bytes",
+    "cached_blocks",
+    "in_use_bytes",
+    "limit_bytes",
+    "hits",
+    "misses",
+    "peak_in_use_bytes",
+)
 
 
 def memory_stats():
     """The CPU buffer cache's state, a dict of ints: cached_bytes and cached_blocks (kept for
     reuse, used by no tensor), in_use_bytes (the cache's blocks that tensors use), limit_bytes
-    (the most it keeps), hits and misses (buffers that took a kept block, new memory). Buffers
-    under 4 MB come from torch's CPU allocator and count in none of these."""
+    (the most it keeps while shapes change), hits and misses (buffers that took a kept block, new
+    memory), peak_in_use_bytes (the most in use at a time since the shapes last changed: a step
+    of repeated shapes keeps up to that many bytes, beyond the limit). Buffers under 4 MB come
+    from torch's CPU allocator and count in none of these."""
     return dict(zip(STAT_NAMES, torch.ops.lstm_ext.cpu_buffer_cache_stats()))
 
 

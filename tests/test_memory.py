@@ -1,6 +1,7 @@
 """The CPU buffer cache as users control it (docs/memory.md): lstm_ext.memory_stats(),
 lstm_ext.empty_cache(), which returns the memory to the operating system, the limit from
-LSTM_EXT_CPU_CACHE_MB, and the eviction of the blocks kept longest beyond it."""
+LSTM_EXT_CPU_CACHE_MB, the eviction of the blocks kept longest beyond it, and the blocks of a
+repeating step, kept beyond it up to the step's peak in use."""
 
 import os
 
@@ -71,6 +72,7 @@ def test_stats_count_blocks_in_use_kept_hits_and_misses(cache_limit):
         "limit_bytes",
         "hits",
         "misses",
+        "peak_in_use_bytes",
     }
 
 
@@ -86,6 +88,26 @@ def test_the_blocks_kept_longest_go_first_beyond_the_limit(cache_limit):
     layer_call(256)
     assert stats_change(before) == {"hits": 0, "misses": 1}
     assert lstm_ext.memory_stats()["cached_bytes"] == 4 * MB
+
+
+def test_a_repeating_step_keeps_its_blocks_beyond_the_limit_until_shapes_change(cache_limit):
+    """A step that holds 10 MB at once (4 and 6 MB blocks) repeats without a miss under a limit
+    of 6 MB; a new shape's miss returns what is beyond the limit and starts the peak anew."""
+    cache_limit(6 * MB)
+    step = [layer_call(256), layer_call(384)]
+    del step
+    stats = lstm_ext.memory_stats()
+    assert (stats["cached_bytes"], stats["peak_in_use_bytes"]) == (10 * MB, 10 * MB)
+    for _ in range(3):
+        before = lstm_ext.memory_stats()
+        step = [layer_call(256), layer_call(384)]
+        del step
+        assert stats_change(before) == {"hits": 2, "misses": 0}
+    before = lstm_ext.memory_stats()
+    layer_call(448)  # gates of 7.3 MB, in an 8 MB block: no kept block fits
+    stats = lstm_ext.memory_stats()
+    assert stats_change(before) == {"hits": 0, "misses": 1}
+    assert (stats["cached_bytes"], stats["peak_in_use_bytes"]) == (8 * MB, 8 * MB)
 
 
 def resident_bytes():
@@ -125,6 +147,7 @@ def test_a_limit_of_zero_keeps_nothing():
             "limit_bytes": 0,
             "hits": 0,
             "misses": 2,
+            "peak_in_use_bytes": 4 * MB,
         }
     )
 

@@ -12,8 +12,8 @@ namespace {
 // In the order of lstm_ext/memory.py's STAT_NAMES.
 std::vector<int64_t> cpu_buffer_cache_stats() {
   const cpu::BufferCacheStats stats = cpu::buffer_cache_stats();
-  return {stats.cached_bytes, stats.cached_blocks, stats.in_use_bytes,
-          stats.limit_bytes,  stats.hits,          stats.misses};
+  return {stats.cached_bytes, stats.cached_blocks, stats.in_use_bytes,     stats.limit_bytes,
+          stats.hits,         stats.misses,        stats.peak_in_use_bytes};
 }
 
 }  // namespace

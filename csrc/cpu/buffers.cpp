@@ -4,6 +4,7 @@
 #include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <map>
@@ -67,35 +68,48 @@ struct Block {
 // tensor is freed for the next buffer of about that size, up to a limit: beyond it the blocks
 // kept longest go back to the system. Without the cache each call's outputs and saved gates have
 // their pages faulted in and zeroed by the kernel again (docs/memory.md has the cost).
+// A step that repeats (a training loop of fixed shapes) may need more than the limit at once:
+// its blocks are kept up to the most bytes in use at a time (the peak) until a buffer finds no
+// kept block while more than the limit is kept, which says the shapes changed; the blocks beyond
+// the limit then go back, and the peak starts anew. Memory is mapped and unmapped outside the
+// lock, so that other threads' buffers do not wait on system calls.
 class BlockCache {
  public:
   // A block of `bytes` or at most a quarter more: a kept one if the cache has one, else a new
   // one (after returning the kept ones to the system, if memory is short).
   void* take(int64_t bytes) {
-    const std::lock_guard<std::mutex> lock(mutex_);
-    const auto fit = kept_.lower_bound(bytes);
-    Block block{nullptr, bytes};
-    if (fit != kept_.end() && fit->first <= bytes + bytes / 4) {
-      block = {fit->second.data, fit->first};
-      kept_bytes_ -= fit->first;
-      kept_.erase(fit);
-      ++stats_.hits;
-    } else {
-      block.data = map_block(bytes);
-      if (block.data == nullptr) {
-        unmap_all(evict_to(0));
-        block.data = map_block(bytes);
+    std::vector<Block> freed;
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      const auto fit = kept_.lower_bound(bytes);
+      if (fit != kept_.end() && fit->first <= bytes + bytes / 4) {
+        const Block block{fit->second.data, fit->first};
+        kept_bytes_ -= fit->first;
+        kept_.erase(fit);
+        ++stats_.hits;
+        mark_in_use(block);
+        return block.data;
       }
-      TORCH_CHECK(block.data != nullptr, "lstm_ext: could not allocate a buffer of ", bytes,
-                  " bytes");
       ++stats_.misses;
+      if (kept_bytes_ > limit_) {
+        freed = evict_to(limit_);
+        peak_in_use_bytes_ = in_use_bytes_;
+      }
     }
-    in_use_.emplace(block.data, block.bytes);
-    in_use_bytes_ += block.bytes;
-    return block.data;
+    unmap_all(freed);
+    void* data = map_block(bytes);
+    if (data == nullptr) {
+      empty();
+      data = map_block(bytes);
+    }
+    TORCH_CHECK(data != nullptr, "lstm_ext: could not allocate a buffer of ", bytes, " bytes");
+    const std::lock_guard<std::mutex> lock(mutex_);
+    mark_in_use({data, bytes});
+    return data;
   }
 
-  // Keeps a block that take() returned, then returns the oldest kept ones beyond the limit.
+  // Keeps a block that take() returned, then returns the oldest kept ones beyond what may be
+  // kept: the limit, or the peak in use (0 when the limit is 0: the cache is off).
   void give_back(void* data) {
     std::vector<Block> freed;
     {
@@ -106,7 +120,7 @@ class BlockCache {
       in_use_bytes_ -= bytes;
       kept_.emplace(bytes, Kept{data, ++clock_});
       kept_bytes_ += bytes;
-      freed = evict_to(limit_);
+      freed = evict_to(limit_ == 0 ? 0 : std::max(limit_, peak_in_use_bytes_));
     }
     unmap_all(freed);
   }
@@ -126,6 +140,7 @@ class BlockCache {
     {
       const std::lock_guard<std::mutex> lock(mutex_);
       freed = evict_to(0);
+      peak_in_use_bytes_ = in_use_bytes_;
     }
     unmap_all(freed);
   }
@@ -137,6 +152,7 @@ class BlockCache {
     result.cached_blocks = static_cast<int64_t>(kept_.size());
     result.in_use_bytes = in_use_bytes_;
     result.limit_bytes = limit_;
+    result.peak_in_use_bytes = peak_in_use_bytes_;
     return result;
   }
 
@@ -145,6 +161,12 @@ class BlockCache {
     void* data;
     uint64_t kept_at;  // clock_ when kept: the smallest goes first
   };
+
+  void mark_in_use(const Block& block) {
+    in_use_.emplace(block.data, block.bytes);
+    in_use_bytes_ += block.bytes;
+    peak_in_use_bytes_ = std::max(peak_in_use_bytes_, in_use_bytes_);
+  }
 
   // Removes the blocks kept longest until at most `limit` bytes are kept; the caller unmaps
   // them (outside the lock).
@@ -171,6 +193,7 @@ class BlockCache {
   std::unordered_map<void*, int64_t> in_use_;  // block -> bytes
   int64_t kept_bytes_ = 0;
   int64_t in_use_bytes_ = 0;
+  int64_t peak_in_use_bytes_ = 0;  // since the shapes last changed
   int64_t limit_ = kDefaultCachedBufferBytes;
   uint64_t clock_ = 0;
   BufferCacheStats stats_;

@@ -16,17 +16,18 @@ namespace cpu {
 at::Tensor empty_buffer(at::IntArrayRef sizes, const at::TensorOptions& options);
 
 // The most bytes the cache keeps while no tensor uses them, unless LSTM_EXT_CPU_CACHE_MB sets
-// it: a workload of changing shapes then stays near nn.LSTM's resident memory, while one of
-// repeated shapes loses little to the blocks that do not fit (docs/memory.md).
+// it: a workload of changing shapes then stays near nn.LSTM's resident memory. A step of
+// repeated shapes keeps its blocks beyond it, up to its peak in use (docs/memory.md).
 constexpr int64_t kDefaultCachedBufferBytes = int64_t(128) << 20;
 
 struct BufferCacheStats {
-  int64_t cached_bytes = 0;  // kept for reuse, used by no tensor
+  int64_t cached_bytes = 0;       // kept for reuse, used by no tensor
   int64_t cached_blocks = 0;
-  int64_t in_use_bytes = 0;  // blocks that tensors use
-  int64_t limit_bytes = 0;   // the most cached_bytes may reach
-  int64_t hits = 0;          // buffers that took a kept block
-  int64_t misses = 0;        // buffers that took new memory
+  int64_t in_use_bytes = 0;       // blocks that tensors use
+  int64_t limit_bytes = 0;        // the most cached_bytes may reach while the shapes change
+  int64_t peak_in_use_bytes = 0;  // the most in use at a time since the shapes last changed
+  int64_t hits = 0;               // buffers that took a kept block
+  int64_t misses = 0;             // buffers that took new memory
 };
 
 BufferCacheStats buffer_cache_stats();
