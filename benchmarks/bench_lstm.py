@@ -252,7 +252,9 @@ def best_gemm(shape, timings: list[dict[str, float]]) -> dict:
     }
 
 
-def _result(size: LstmSize, mode: str, name: str, **fields) -> dict:
+def result_record(size: LstmSize, mode: str, name: str, **fields) -> dict:
+    """One implementation's result at one size and mode, as the JSON and the summary hold it;
+    `fields` adds the status and the timing (median_s, lstm_ext_speedup, ...)."""
     return {
         "size": size.label,
         "batch": size.batch,
@@ -311,11 +313,11 @@ def benchmark_size(problem, implementations, timer, progress) -> list[dict]:
         for implementation in implementations:
             name = implementation.name
             if name in not_run:
-                results.append(_result(size, mode, name, **not_run[name]))
+                results.append(result_record(size, mode, name, **not_run[name]))
                 continue
             measured = timings[name]
             results.append(
-                _result(
+                result_record(
                     size,
                     mode,
                     name,

@@ -14,7 +14,7 @@ import torch
 
 import lstm_ext
 from benchmarks import isa_cap, timing
-from benchmarks.bench_lstm import DEFAULT_OUT, main, parse_args
+from benchmarks.bench_lstm import DEFAULT_OUT, main, parse_args, result_record
 from benchmarks.configs import PRESETS, LstmSize
 from benchmarks.implementations import Candidate
 from benchmarks.plot import is_grid, plot
@@ -408,20 +408,7 @@ def test_alternate_times_each_call_until_the_budget_is_spent():
 
 
 def _fake_result(size: LstmSize, mode: str, name: str, speedup=None, status="ok") -> dict:
-    return {
-        "size": size.label,
-        "batch": size.batch,
-        "steps": size.steps,
-        "input_size": size.input_size,
-        "hidden_size": size.hidden_size,
-        "proj_size": size.proj_size,
-        "packed": size.packed,
-        "forward_gflop": size.forward_flops() / 1e9,
-        "mode": mode,
-        "implementation": name,
-        "status": status,
-        "lstm_ext_speedup": speedup,
-    }
+    return result_record(size, mode, name, status=status, lstm_ext_speedup=speedup)
 
 
 def test_summary_counts_the_sizes_lstm_ext_wins_and_their_geomean():

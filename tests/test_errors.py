@@ -217,55 +217,59 @@ def test_operator_rejects_with_message(case, changes, message):
         torch.ops.lstm_ext.lstm_layer_forward(*layer_args(case, **changes))
 
 
-def test_backward_operator_checks_saved_shapes(case):
+def backward_args(case, **changes):
+    """Arguments of torch.ops.lstm_ext.lstm_layer_backward after a training forward of the
+    case's padded batch, with gradients of ones; `changes` replaces any by name."""
     forward_args = layer_args(case, save_for_backward=True)
     output, h_n, c_n, gates, cells, hidden = torch.ops.lstm_ext.lstm_layer_forward(*forward_args)
     input, batch_sizes, h0, c0, w_ih, w_hh, _, _, w_hr, reverse, _ = forward_args
-    grads = (torch.ones_like(output), torch.ones_like(h_n), torch.ones_like(c_n))
-    with pytest.raises(
-        RuntimeError,
-        match=re.escape("gates has shape (5, 20), expected (rows, 4*hidden_size) = (6, 20)"),
-    ):
-        torch.ops.lstm_ext.lstm_layer_backward(
-            *grads,
-            input,
-            batch_sizes,
-            h0,
-            c0,
-            w_ih,
-            w_hh,
-            w_hr,
-            output,
-            gates[:5],
-            cells,
-            hidden,
-            reverse,
-            True,
-            True,
-        )
-    with pytest.raises(
-        RuntimeError,
-        match=re.escape("grad_c_n has shape (2, 4), expected (batch, hidden_size) = (2, 5)"),
-    ):
-        torch.ops.lstm_ext.lstm_layer_backward(
-            grads[0],
-            grads[1],
-            grads[2][:, :4],
-            input,
-            batch_sizes,
-            h0,
-            c0,
-            w_ih,
-            w_hh,
-            w_hr,
-            output,
-            gates,
-            cells,
-            hidden,
-            reverse,
-            True,
-            True,
-        )
+    values = dict(
+        grad_output=torch.ones_like(output),
+        grad_h_n=torch.ones_like(h_n),
+        grad_c_n=torch.ones_like(c_n),
+        input=input,
+        batch_sizes=batch_sizes,
+        h0=h0,
+        c0=c0,
+        w_ih=w_ih,
+        w_hh=w_hh,
+        w_hr=w_hr,
+        output=output,
+        gates=gates,
+        cells=cells,
+        hidden=hidden,
+        reverse=reverse,
+        grad_input_mask=True,
+        grad_weights_mask=True,
+    )
+    for name, change in changes.items():
+        values[name] = change(values[name])
+    return list(values.values())
+
+
+@pytest.mark.parametrize(
+    "name, change, message",
+    [
+        (
+            "gates",
+            lambda gates: gates[:5],
+            "gates has shape (5, 20), expected (rows, 4*hidden_size) = (6, 20)",
+        ),
+        (
+            "grad_c_n",
+            lambda grad: grad[:, :4],
+            "grad_c_n has shape (2, 4), expected (batch, hidden_size) = (2, 5)",
+        ),
+        (
+            "grad_h_n",
+            lambda grad: torch.ones_like(grad, device="meta"),
+            "lstm_ext.lstm_layer_backward: grad_h_n is on meta, expected cpu like input",
+        ),
+    ],
+)
+def test_backward_operator_checks_its_arguments(case, name, change, message):
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        torch.ops.lstm_ext.lstm_layer_backward(*backward_args(case, **{name: change}))
 
 
 def test_backward_of_inference_forward_is_refused(case):
@@ -287,37 +291,6 @@ def test_missing_extension_says_how_to_build():
     )
     assert "pip install --no-build-isolation" in result.stdout
     assert "lstm_ext._C could not be loaded" in result.stdout
-
-
-def test_backward_operator_refuses_a_meta_gradient(case):
-    forward_args = layer_args(case, save_for_backward=True)
-    output, h_n, c_n, gates, cells, hidden = torch.ops.lstm_ext.lstm_layer_forward(*forward_args)
-    input, batch_sizes, h0, c0, w_ih, w_hh, _, _, w_hr, reverse, _ = forward_args
-    with pytest.raises(
-        RuntimeError,
-        match=re.escape(
-            "lstm_ext.lstm_layer_backward: grad_h_n is on meta, expected cpu like input"
-        ),
-    ):
-        torch.ops.lstm_ext.lstm_layer_backward(
-            torch.ones_like(output),
-            torch.ones_like(h_n, device="meta"),
-            torch.ones_like(c_n),
-            input,
-            batch_sizes,
-            h0,
-            c0,
-            w_ih,
-            w_hh,
-            w_hr,
-            output,
-            gates,
-            cells,
-            hidden,
-            reverse,
-            True,
-            True,
-        )
 
 
 def test_calls_with_every_tensor_on_meta_infer_shapes():
