@@ -98,6 +98,52 @@ class _Args(argparse.Namespace):
         return [LstmSize(*values, packed=self.packed) for values in itertools.product(*grid)]
 
 
+def _add_grid_and_reference_options(parser: argparse.ArgumentParser) -> None:
+    """The custom grid's sizes and the options of the reference implementations."""
+    sizes = parser.add_argument_group("a custom grid of sizes (comma-separated lists)")
+    for flag in ("--batch", "--steps", "--input-size", "--hidden-size", "--proj-size"):
+        sizes.add_argument(flag, type=_int_list)
+    sizes.add_argument(
+        "--packed", action="store_true", help="variable lengths T/4..T, timed packed and padded"
+    )
+    parser.add_argument(
+        "--reference-max-gflop",
+        type=float,
+        help="skip the slow reference above this forward size "
+        "(default: 30 on a CPU, 1000 on a GPU)",
+    )
+    parser.add_argument(
+        "--compile-max-steps",
+        type=int,
+        help="torch.compile the reference only up to this T (it compiles every "
+        "step; default: 32 on a CPU, 100 on a GPU, 0 where the preset skips "
+        "it)",
+    )
+    parser.add_argument(
+        "--tf32",
+        action="store_true",
+        help="allow TF32 in cuBLAS and cuDNN for float32 (off: all at full float32 precision)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse sizes nn.LSTM refuses, and let --isa imply the CPU."""
+    if args.custom_grid():
+        for size in args.sizes():
+            if size.proj_size and size.proj_size >= size.hidden_size:
+                parser.error(
+                    f"--proj-size must be smaller than --hidden-size (as in nn.LSTM), "
+                    f"got P={size.proj_size}, H={size.hidden_size}"
+                )
+            if min(size.batch, size.steps, size.input_size, size.hidden_size) == 0:
+                parser.error(f"sizes must be positive, got {size.label}")
+    if args.isa != isa_cap.NATIVE:
+        if args.device == "cuda":
+            parser.error(f"--isa {args.isa} caps the CPU; it cannot go with --device cuda")
+        args.device = "cpu"
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     presets = "\n".join(f"  {name:12s} {preset.description}" for name, preset in PRESETS.items())
     parser = argparse.ArgumentParser(
@@ -147,45 +193,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         "same rounds (default on a CPU); blocked: each in its own blocked "
         "runs of torch.utils.benchmark (default on a GPU)",
     )
-    sizes = parser.add_argument_group("a custom grid of sizes (comma-separated lists)")
-    for flag in ("--batch", "--steps", "--input-size", "--hidden-size", "--proj-size"):
-        sizes.add_argument(flag, type=_int_list)
-    sizes.add_argument(
-        "--packed", action="store_true", help="variable lengths T/4..T, timed packed and padded"
-    )
-    parser.add_argument(
-        "--reference-max-gflop",
-        type=float,
-        help="skip the slow reference above this forward size "
-        "(default: 30 on a CPU, 1000 on a GPU)",
-    )
-    parser.add_argument(
-        "--compile-max-steps",
-        type=int,
-        help="torch.compile the reference only up to this T (it compiles every "
-        "step; default: 32 on a CPU, 100 on a GPU, 0 where the preset skips "
-        "it)",
-    )
-    parser.add_argument(
-        "--tf32",
-        action="store_true",
-        help="allow TF32 in cuBLAS and cuDNN for float32 (off: all at full float32 precision)",
-    )
-    parser.add_argument("--seed", type=int, default=0)
+    _add_grid_and_reference_options(parser)
     args = parser.parse_args(argv, namespace=_Args())
-    if args.custom_grid():
-        for size in args.sizes():
-            if size.proj_size and size.proj_size >= size.hidden_size:
-                parser.error(
-                    f"--proj-size must be smaller than --hidden-size (as in nn.LSTM), "
-                    f"got P={size.proj_size}, H={size.hidden_size}"
-                )
-            if min(size.batch, size.steps, size.input_size, size.hidden_size) == 0:
-                parser.error(f"sizes must be positive, got {size.label}")
-    if args.isa != isa_cap.NATIVE:
-        if args.device == "cuda":
-            parser.error(f"--isa {args.isa} caps the CPU; it cannot go with --device cuda")
-        args.device = "cpu"
+    _check_args(parser, args)
     return args
 
 

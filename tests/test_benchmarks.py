@@ -20,6 +20,8 @@ from benchmarks.implementations import Candidate
 from benchmarks.plot import is_grid, plot
 from benchmarks.summary import summarize, summary_table
 
+pytestmark = pytest.mark.usefixtures("benchmark_in_this_process")
+
 REPO = Path(__file__).resolve().parent.parent
 TINY = [
     "--batch",

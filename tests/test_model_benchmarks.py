@@ -7,6 +7,8 @@ import pytest
 from benchmarks import bench_models
 from benchmarks.configs import PRESETS
 
+pytestmark = pytest.mark.usefixtures("benchmark_in_this_process")
+
 TINY = ["--models", "sensor-series,keyword-spotting", "--min-run-time", "0.01"]
 
 
