@@ -120,6 +120,8 @@ def main(argv=None):
         model, losses = train(args, rank, world_size, device)
         if rank == 0 and args.save is not None:
             torch.save({name: value.cpu() for name, value in model.state_dict().items()}, args.save)
+        if world_size > 1:
+            dist.barrier()  # no process tears the group down while another still uses it
     finally:
         if world_size > 1:
             dist.destroy_process_group()
@@ -128,3 +130,9 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+    if "WORLD_SIZE" in os.environ:
+        # gloo's threads can abort a worker at interpreter exit ("terminate called without an
+        # active exception") after all its work is done: a torchrun worker leaves at once.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
