@@ -20,9 +20,13 @@ namespace {
 
 // oneDNN's brgemm kernel runs the whole depth K for each tile of C, so B (K, cols) is read
 // once per tile row of A: deeper than about 1024, or over brgemm_block_floats() (half of a
-// core's L2), that stream comes from L3 every time. gemm_block splits K and the columns to keep
-// B's block in L2.
+// core's L2), that stream comes from L3 every time. parallel_gemm and gemm_block split K and the
+// columns to keep B's block in L2.
 constexpr int64_t kMaxBrgemmDepth = 1024;
+
+// A step's GEMMs (gemm_block) stream a weight panel that the next tile of rows reads again:
+// chunks of K this deep keep those rows of the panel in the core's caches until it does.
+constexpr int64_t kMaxStepBrgemmDepth = 256;
 
 // Rows of A per brgemm call in parallel_gemm: the tile height at which brgemm runs fastest.
 constexpr int64_t kGemmRowTile = 64;
@@ -46,14 +50,14 @@ CBlock thread_block(int64_t M, int64_t columns, bool split_rows, int64_t count, 
   return split_rows ? CBlock{begin, end, 0, columns} : CBlock{0, M, begin, end};
 }
 
-// K in equal chunks of at most kMaxBrgemmDepth; B's blocks of that depth at most
+// K in equal chunks of at most `max_depth`; B's blocks of that depth at most
 // brgemm_block_floats().
 struct Blocking {
   int64_t depth, columns;
 };
 
-Blocking gemm_blocking(int64_t K) {
-  const int64_t chunks = std::max<int64_t>(1, (K + kMaxBrgemmDepth - 1) / kMaxBrgemmDepth);
+Blocking gemm_blocking(int64_t K, int64_t max_depth) {
+  const int64_t chunks = std::max<int64_t>(1, (K + max_depth - 1) / max_depth);
   const int64_t depth = std::max<int64_t>(1, (K + chunks - 1) / chunks);
   return {depth, std::max(kLineFloats, brgemm_block_floats() / depth / kLineFloats * kLineFloats)};
 }
@@ -71,7 +75,7 @@ void thread_gemm(const GemmParams& p, const CBlock& block) {
   if (p.K == 0) {
     zero_rows(p.C, p.ldc, block.row_begin, block.row_end, block.col_begin, block.col_end);
   }
-  const Blocking blocking = gemm_blocking(p.K);
+  const Blocking blocking = gemm_blocking(p.K, kMaxBrgemmDepth);
   static thread_local std::vector<float> packed_b;
   packed_b.resize(blocking.depth * blocking.columns);
   for (int64_t k = 0; k < p.K; k += blocking.depth) {
@@ -117,7 +121,7 @@ void thread_transposed_gemm(const GemmParams& p, const CBlock& block) {
     }
     if (sums) std::fill(p.a_column_sums + block.row_begin, p.a_column_sums + block.row_end, 0.0f);
   }
-  const Blocking blocking = gemm_blocking(p.K);
+  const Blocking blocking = gemm_blocking(p.K, kMaxBrgemmDepth);
   static thread_local std::vector<float> packed_b, packed_a;
   packed_b.resize(blocking.depth * (block.col_end - block.col_begin));
   packed_a.resize(blocking.depth * kGemmRowTile);
@@ -174,7 +178,7 @@ void gemm_block(int64_t rows, int64_t cols, int64_t K, int64_t lda, int64_t ldb,
     }
     return;
   }
-  const Blocking blocking = gemm_blocking(K);
+  const Blocking blocking = gemm_blocking(K, kMaxStepBrgemmDepth);
   for (int64_t col = 0; col < cols; col += blocking.columns) {
     const int64_t block_cols = std::min(blocking.columns, cols - col);
     for (int64_t k = 0; k < K; k += blocking.depth) {
@@ -185,7 +189,7 @@ void gemm_block(int64_t rows, int64_t cols, int64_t K, int64_t lda, int64_t ldb,
   }
 }
 
-int64_t gemm_block_columns(int64_t K) { return gemm_blocking(K).columns; }
+int64_t gemm_block_columns(int64_t K) { return gemm_blocking(K, kMaxStepBrgemmDepth).columns; }
 
 void parallel_gemm(const GemmParams& params) {
   microkernels();  // chosen here, where an error can still reach the caller
