@@ -448,12 +448,11 @@ def main(argv=None, candidate: Candidate = None) -> int:
     load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    isa_cap.check_processor_has(args.isa)
-    if isa_cap.needs_fresh_process(args.isa):
-        if candidate is not None:
-            raise ValueError("a candidate runs in this process only: set the caps beforehand")
-        return isa_cap.rerun_capped(args.isa, Path(__file__).resolve(), argv)
-    isa_cap.check_running_at(args.isa)
+    if candidate is not None and isa_cap.needs_fresh_process(args.isa):
+        raise ValueError("a candidate runs in this process only: set the caps beforehand")
+    status = isa_cap.run_at(args.isa, Path(__file__).resolve(), argv)
+    if status is not None:
+        return status
     # nn.LSTM says once per process that oneDNN lacks projections and it uses ATen's own path.
     warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
     device = resolve_device(args.device)

@@ -11,7 +11,6 @@ timed call by call in alternation (benchmarks/timing.py); the table gives median
 """
 
 import argparse
-import math
 import sys
 import warnings
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from torch import nn
 
 import lstm_ext
 from benchmarks import isa_cap
+from benchmarks.summary import geometric_mean
 from benchmarks.timing import alternate
 
 
@@ -173,7 +173,7 @@ def print_table(rows: list[dict]) -> None:
         print(line)
     for mode in MODES:
         ratios = [speedup(row, mode) for row in rows]
-        geomean = math.exp(sum(map(math.log, ratios)) / len(ratios))
+        geomean = geometric_mean(ratios)
         faster = sum(ratio >= 1.0 for ratio in ratios)
         print(
             f"{mode}: at least as fast at {faster} of {len(ratios)} models, "
@@ -184,10 +184,9 @@ def print_table(rows: list[dict]) -> None:
 def main(argv=None) -> list[dict]:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    isa_cap.check_processor_has(args.isa)
-    if isa_cap.needs_fresh_process(args.isa):
-        raise SystemExit(isa_cap.rerun_capped(args.isa, Path(__file__).resolve(), argv))
-    isa_cap.check_running_at(args.isa)
+    status = isa_cap.run_at(args.isa, Path(__file__).resolve(), argv)
+    if status is not None:
+        raise SystemExit(status)
     warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -117,3 +117,14 @@ def rerun_capped(isa: str, script: Path, argv: list[str]) -> int:
     )
     sys.stdout.flush()
     return subprocess.run([sys.executable, str(script), *argv], env=env).returncode
+
+
+def run_at(isa: str, script: Path, argv: list[str]) -> int | None:
+    """Make the run happen at `isa`: refuse a level the processor lacks; where this process runs
+    under other caps, rerun `script` with `argv` in a fresh process and return its exit status;
+    else check that the libraries run at the level and return None (the caller runs here)."""
+    check_processor_has(isa)
+    if needs_fresh_process(isa):
+        return rerun_capped(isa, script, argv)
+    check_running_at(isa)
+    return None

@@ -6,6 +6,10 @@ import math
 from benchmarks.implementations import TORCH_LSTM
 
 
+def geometric_mean(values: list[float]) -> float:
+    return math.exp(sum(map(math.log, values)) / len(values))
+
+
 def summarize(results: list[dict]) -> list[dict]:
     """One entry per mode and nn.LSTM variant (`torch.nn.LSTM`, or its packed and padded runs),
     over the sizes at which both it and lstm_ext were timed."""
@@ -27,7 +31,7 @@ def summarize(results: list[dict]) -> list[dict]:
                 "against": against,
                 "sizes": len(timed),
                 "at_least_as_fast": sum(speedup >= 1 for speedup in speedups),
-                "geomean_speedup": math.exp(sum(map(math.log, speedups)) / len(speedups)),
+                "geomean_speedup": geometric_mean(speedups),
                 "lowest_speedup": lowest["lstm_ext_speedup"],
                 "lowest_size": lowest["size"],
             }
